@@ -1,0 +1,5 @@
+"""control kernels (to be completed)."""
+
+from __future__ import annotations
+
+KERNELS: dict = {}

@@ -1,0 +1,5 @@
+"""nn kernels (to be completed)."""
+
+from __future__ import annotations
+
+KERNELS: dict = {}

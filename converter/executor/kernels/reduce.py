@@ -1,0 +1,5 @@
+"""reduce kernels (to be completed)."""
+
+from __future__ import annotations
+
+KERNELS: dict = {}

@@ -1,0 +1,5 @@
+"""tensor kernels (to be completed)."""
+
+from __future__ import annotations
+
+KERNELS: dict = {}

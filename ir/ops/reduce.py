@@ -1,0 +1,5 @@
+"""reduce ops (declarations to be completed)."""
+
+from __future__ import annotations
+
+OPS = ()

@@ -1,0 +1,5 @@
+"""tensor ops (declarations to be completed)."""
+
+from __future__ import annotations
+
+OPS = ()

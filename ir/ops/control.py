@@ -27,7 +27,8 @@ def _infer_loop(node: Node) -> Result:
     for i, v in enumerate(body.outputs[1:]):
         if i < n_carried:
             init = node.input(2 + i)
-            out.append((v.dtype, init.shape if init is not None and init.shape == v.shape else None))
+            same = init is not None and init.shape == v.shape
+            out.append((v.dtype, v.shape if same else None))
         else:
             out.append((v.dtype, None if v.shape is None else (None, *v.shape)))
     return out

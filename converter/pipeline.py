@@ -1,0 +1,241 @@
+"""The conversion pipeline: parse -> passes -> write -> (read back -> verify).
+
+One direction only: the parser never calls a pass, passes never see the
+source framework, the writer never optimizes, and verification runs the
+``.ms`` as written to disk, read back by the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.errors import ConvertError, UsageError, VerificationFailed
+from converter.verify import Thresholds, VerifyReport, verify_graph
+from ir import Graph
+
+__all__ = [
+    "FMKS",
+    "ConvertResult",
+    "convert",
+    "detect_fmk",
+    "optimize_graph",
+    "parse_input_shapes",
+    "parse_model",
+]
+
+logger = logging.getLogger(__name__)
+
+FMKS = ("ONNX", "TFLITE", "TF", "CAFFE")
+_SUFFIX_FMK = {".onnx": "ONNX", ".tflite": "TFLITE", ".pb": "TF", ".prototxt": "CAFFE"}
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    graph: Graph
+    nodes_before: int
+    nodes_after: int
+    passes: list[dict[str, Any]]
+    seconds: dict[str, float]
+    verify: VerifyReport | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def parse_input_shapes(spec: str | Mapping[str, Any] | None) -> dict[str, list[int]] | None:
+    """``"a:1,3,224,224;b:1,128"`` -> {"a": [1, 3, 224, 224], "b": [1, 128]}."""
+    if spec is None or spec == "":
+        return None
+    if isinstance(spec, Mapping):
+        return {str(k): [int(d) for d in v] for k, v in spec.items()}
+    shapes: dict[str, list[int]] = {}
+    for part in str(spec).split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, dims = part.rpartition(":")
+        if not sep or not name:
+            raise UsageError(f"--inputShape entry {part!r} is not NAME:D1,D2,...")
+        try:
+            shapes[name] = [int(d) for d in dims.split(",") if d.strip() != ""]
+        except ValueError:
+            raise UsageError(f"--inputShape entry {part!r}: dims must be integers") from None
+    return shapes
+
+
+def detect_fmk(path: str | os.PathLike, fmk: str | None) -> str:
+    if fmk:
+        up = fmk.upper()
+        if up not in FMKS:
+            raise UsageError(f"unknown --fmk={fmk!r}: choose one of {', '.join(FMKS)}")
+        return up
+    suffix = Path(path).suffix.lower()
+    if suffix in _SUFFIX_FMK:
+        return _SUFFIX_FMK[suffix]
+    raise UsageError(f"cannot tell the framework of {path}: pass --fmk ({', '.join(FMKS)})")
+
+
+def parse_model(
+    path: str | os.PathLike, fmk: str, input_shapes: dict[str, list[int]] | None = None
+) -> Graph:
+    """Lower a model file into the IR with the front end of ``fmk``."""
+    p = Path(path)
+    if not p.exists():
+        raise ConvertError(f"model file not found: {p}")
+    if p.is_dir() and fmk != "TF":
+        raise ConvertError(f"{p} is a folder, not a model file")
+    if fmk == "ONNX":
+        from parsers.onnx import parse_onnx
+
+        return parse_onnx(p, input_shapes=input_shapes)
+    raise ConvertError(f"--fmk={fmk} is not supported yet (ONNX is)")
+
+
+def optimize_graph(
+    graph: Graph,
+    level: str = "general",
+    dump_dir: str | os.PathLike | None = None,
+) -> Any:
+    """Run the named pass pipeline; returns the PassManager (records, summary)."""
+    from passes.manager import PassManager
+    from passes.pipeline import PIPELINES
+
+    if level not in PIPELINES:
+        raise UsageError(f"unknown --optimize={level!r}: choose one of {', '.join(PIPELINES)}")
+    pm = PassManager(PIPELINES[level]())
+    if dump_dir is not None:
+        from converter.onnx_export import save_onnx
+        from passes.instruments import dump_instrument
+
+        Path(dump_dir).mkdir(parents=True, exist_ok=True)
+        save_onnx(graph, Path(dump_dir) / "00_input.onnx")
+        pm.instruments.append(dump_instrument(Path(dump_dir), save_onnx))
+    pm.run(graph)
+    return pm
+
+
+def convert(
+    model_file: str | os.PathLike,
+    fmk: str | None = "ONNX",
+    output: str | os.PathLike = "out.ms",
+    *,
+    input_shapes: str | Mapping[str, Any] | None = None,
+    optimize: str = "general",
+    dump_dir: str | os.PathLike | None = None,
+    verify: bool = False,
+    thresholds: Thresholds | None = None,
+    inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
+    seed: int = 0,
+    report: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    raise_on_mismatch: bool = True,
+) -> ConvertResult:
+    """Convert ``model_file`` to a ``.ms`` file (``.ms`` appended when missing).
+
+    With ``verify`` the written file is read back, run by the executor and
+    compared with the source framework's runtime; a broken tolerance raises
+    :class:`VerificationFailed` (after the report is written) unless
+    ``raise_on_mismatch`` is False.
+    """
+    from converter.ms import read_ms, write_ms
+
+    say = progress or (lambda msg: logger.info("%s", msg))
+    fmk = detect_fmk(model_file, fmk)
+    out = Path(output)
+    if out.suffix != ".ms":
+        out = out.with_name(out.name + ".ms")
+    shapes = parse_input_shapes(input_shapes)
+    feeds = load_feeds(inputs)
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    graph = parse_model(model_file, fmk, shapes)
+    seconds["parse"] = time.perf_counter() - t0
+    before = sum(1 for _ in graph.all_nodes())
+    say(f"parsed {model_file} ({fmk}): {before} nodes in {seconds['parse']:.2f}s")
+
+    t0 = time.perf_counter()
+    pm = optimize_graph(graph, optimize, dump_dir)
+    seconds["optimize"] = time.perf_counter() - t0
+    after = sum(1 for _ in graph.all_nodes())
+    say(f"optimized ({optimize}): {before} -> {after} nodes in {seconds['optimize']:.2f}s")
+
+    t0 = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    files = write_ms(graph, out)
+    seconds["write"] = time.perf_counter() - t0
+    size = sum(f.stat().st_size for f in files) if files else out.stat().st_size
+    say(f"wrote {out} ({_human(size)}) in {seconds['write']:.2f}s")
+
+    result = ConvertResult(
+        output=out,
+        graph=graph,
+        nodes_before=before,
+        nodes_after=after,
+        passes=pm.summary(),
+        seconds=seconds,
+        files=list(files or [out]),
+    )
+    if verify:
+        t0 = time.perf_counter()
+        written = read_ms(out)
+        result.verify = verify_graph(
+            written, model_file, fmk, out, thresholds or Thresholds(), feeds=feeds, seed=seed
+        )
+        seconds["verify"] = time.perf_counter() - t0
+        for line in result.verify.lines():
+            say(line)
+        if report is not None:
+            write_text_atomic(Path(report), result.verify.to_json())
+        if not result.verify.passed and raise_on_mismatch:
+            bad = [m.name for m in result.verify.outputs if not m.passed]
+            raise VerificationFailed(f"verification failed on output(s): {', '.join(bad)}")
+    elif report is not None:
+        raise UsageError("--report needs --verify")
+    return result
+
+
+def load_feeds(
+    inputs: Mapping[str, np.ndarray] | str | os.PathLike | None,
+) -> dict[str, np.ndarray] | None:
+    """Input data from a mapping or an ``.npz`` keyed by graph input names."""
+    if inputs is None:
+        return None
+    if isinstance(inputs, Mapping):
+        return {k: np.asarray(v) for k, v in inputs.items()}
+    p = Path(inputs)
+    if not p.exists():
+        raise ConvertError(f"input data file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as exc:  # NumPy raises several types for bad archives
+        raise ConvertError(f"cannot read input data {p}: not a valid .npz ({exc})") from None
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"

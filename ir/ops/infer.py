@@ -10,15 +10,22 @@ from collections.abc import Sequence
 
 from ir.core import Dim, Node, Shape
 from ir.dtypes import DataType
+from ir.ops.base import InferFn
 
 __all__ = [
+    "Result",
     "broadcast",
+    "broadcast_as",
+    "broadcast_bool",
     "broadcast_shapes",
     "fixed",
     "in_dtype",
     "in_shape",
     "normalize_axis",
+    "reduce_shape",
+    "reduce_shape_unknown_axes",
     "same_as_input",
+    "static_ints",
     "unknown",
 ]
 
@@ -79,12 +86,21 @@ def broadcast(node: Node) -> Result:
     return [(in_dtype(node), broadcast_shapes(*shapes))]
 
 
+def broadcast_as(index: int) -> InferFn:
+    """Factory: broadcast shape of all inputs, dtype of input ``index`` (Where: 1)."""
+
+    def infer(node: Node) -> Result:
+        return [(in_dtype(node, index), broadcast(node)[0][1])]
+
+    return infer
+
+
 def broadcast_bool(node: Node) -> Result:
     """Comparison ops: broadcast shape, bool dtype."""
     return [(DataType.BOOL, broadcast(node)[0][1])]
 
 
-def fixed(dtype: DataType) -> object:
+def fixed(dtype: DataType) -> InferFn:
     """Factory: outputs keep input 0's shape but have ``dtype``."""
 
     def infer(node: Node) -> Result:
@@ -115,3 +131,14 @@ def reduce_shape(shape: Shape | None, axes: Sequence[int] | None, keepdims: bool
     if keepdims:
         return tuple(1 if i in axes_n else d for i, d in enumerate(shape))
     return tuple(d for i, d in enumerate(shape) if i not in axes_n)
+
+
+def reduce_shape_unknown_axes(shape: Shape | None, keepdims: bool) -> Shape | None:
+    """Shape after reducing axes that are not known statically.
+
+    With ``keepdims`` the rank survives and each dim is either kept or 1:
+    dims already 1 stay 1, the others become unknown. Without it nothing is known.
+    """
+    if shape is None or not keepdims:
+        return None
+    return tuple(1 if d == 1 else None for d in shape)

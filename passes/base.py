@@ -28,7 +28,7 @@ class PassContext:
 
     # constant folding never produces a constant larger than this many bytes
     # unless it is no larger than the constants it replaces
-    fold_size_limit: int = 1 << 20
+    fold_size_limit: int = 64 << 10
     options: dict[str, Any] = field(default_factory=dict)
 
 

@@ -1,0 +1,378 @@
+"""Writes an IR graph as a MindSpore Lite ``.ms`` file (FlatBuffers, identifier MSL2).
+
+Layout (details in docs/format.md): ``MetaGraph.allTensors`` and ``nodes`` are
+global lists; ``subGraph[0]`` is the main graph and every If/Loop/Scan body is
+one more SubGraph entry (bodies' nodes may read outer tensors directly).
+Nodes use a mapped primitive where the mapping is lossless
+(:mod:`converter.ms.primitives`), else ``Custom``. Constant payloads are
+64-byte aligned so the reader maps them zero-copy. What MSL2 has no field for
+(symbolic dims, IR types without a TypeId, omitted optional inputs, quant
+axis, opset) goes to a JSON metadata tensor named ``liteconv.meta`` appended
+last to ``allTensors`` and referenced by no subgraph.
+
+Large models: constants at or above ``external_threshold`` bytes, and the
+largest ones while inline data would exceed ``inline_limit`` (FlatBuffers
+offsets are 32-bit), are streamed to ``<file>.weights`` next to the model and
+referenced through ``Tensor.externalData``. Files are written to a temporary
+name in the target folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Any
+
+import flatbuffers
+import numpy as np
+
+from converter.ms import attrs as attr_codec
+from converter.ms.dtypes import encode_payload, has_typeid, typeid
+from converter.ms.fbs import FILE_IDENTIFIER, Blob, Decoder, build_table
+from converter.ms.primitives import applicable, decode_primitive, same_attrs
+from ir import DataType, Graph, Node, Trait, Value, get_op, has_op
+
+__all__ = ["INLINE_LIMIT", "META_NAME", "serialize", "write_ms"]
+
+INLINE_LIMIT = 3 << 29  # 1.5 GiB of inline tensor data at most
+META_NAME = "liteconv.meta"
+META_VERSION = 1
+ALIGN = 64
+VERSION = "liteconv 0.1.0"
+FMK_TYPES = {"tf": 0, "caffe": 1, "onnx": 2, "ms": 3, "tflite": 4, "pytorch": 5}
+NODE_VALUE, NODE_PARAMETER, NODE_CNODE = 0, 1, 2  # schema NodeType
+_CHUNK = 1 << 26
+
+
+class _Plan:
+    """Global numbering of subgraphs, tensors and nodes."""
+
+    def __init__(self, graph: Graph) -> None:
+        unique = {id(g): g for g in graph.all_graphs()}  # one body may sit in two attributes
+        self.graphs = list(unique.values())
+        self.graph_index = {id(g): i for i, g in enumerate(self.graphs)}
+        self.values: list[Value] = []
+        self.value_index: dict[int, int] = {}
+        self.nodes: list[Node] = []
+        self.omitted: int | None = None
+        for g in self.graphs:
+            for v in g.values():
+                self._add(v)
+            for n in g.nodes:
+                self.nodes.append(n)
+                if any(v is None for v in n.inputs) and self.omitted is None:
+                    self.omitted = len(self.values)
+                    self.values.append(Value(""))
+        self.node_index = {id(n): i for i, n in enumerate(self.nodes)}
+
+    def _add(self, v: Value) -> None:
+        if id(v) not in self.value_index:
+            self.value_index[id(v)] = len(self.values)
+            self.values.append(v)
+
+    def index(self, v: Value | None) -> int:
+        return self.omitted if v is None else self.value_index[id(v)]  # type: ignore[return-value]
+
+    def subgraph_index(self, g: Graph) -> int:
+        return self.graph_index[id(g)]
+
+
+def _as_bytes(payload: np.ndarray | bytes) -> memoryview:
+    if isinstance(payload, bytes):
+        return memoryview(payload)
+    return memoryview(np.ascontiguousarray(payload).reshape(-1).view(np.uint8))
+
+
+# -- primitives -------------------------------------------------------------------
+def _primitive(node: Node, plan: _Plan) -> tuple[str, dict[str, Any]]:
+    mapping = applicable(node)
+    if mapping is not None:
+        fields = mapping.encode(node)
+        if fields is not None and _lossless(node, mapping.primitive, fields):
+            return mapping.primitive, fields
+    attr_list = [
+        {"name": name, "data": Blob(attr_codec.encode_attr(v, plan.subgraph_index), align=1)}
+        for name, v in node.attrs.items()
+    ]
+    return "Custom", {"type": node.op, "attr": attr_list}
+
+
+def _lossless(node: Node, primitive: str, fields: dict[str, Any]) -> bool:
+    """Write the table, read it back, decode: same op and same attributes?"""
+    b = flatbuffers.Builder(256)
+    b.Finish(build_table(b, primitive, fields))
+    buf = b.Output()
+    decoded = Decoder(buf).table(struct.unpack_from("<I", buf, 0)[0], primitive)
+    result = decode_primitive(primitive, decoded, len(node.inputs))
+    if result is None or result[0] != node.op:
+        return False
+    return same_attrs(node.op, node.attrs, result[1])
+
+
+# -- tensors ------------------------------------------------------------------------
+def _dims(v: Value) -> list[int]:
+    if v.shape is None:
+        return []
+    out = []
+    for d in v.shape:
+        if isinstance(d, (int, np.integer)) and not isinstance(d, bool):
+            if not -1 <= int(d) < 2**31:
+                raise ValueError(f"tensor {v.name!r}: dimension {d} does not fit in int32")
+            out.append(int(d))
+        else:
+            out.append(-1)
+    return out
+
+
+def _nhwc_values(plan: _Plan) -> set[int]:
+    out: set[int] = set()
+    for n in plan.nodes:
+        if has_op(n.op) and get_op(n.op).has(Trait.LAYOUT_SENSITIVE) and n.attr("format") == "NHWC":
+            for v in (n.input(0), n.outputs[0] if n.outputs else None):
+                if v is not None:
+                    out.add(id(v))
+    return out
+
+
+def _quant_params(v: Value) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    q = v.quant
+    assert q is not None
+    scale = np.asarray(q.scale).reshape(-1)
+    zp = np.broadcast_to(np.asarray(q.zero_point), np.asarray(q.scale).shape).reshape(-1)
+    params = []
+    for i in range(scale.size):
+        p: dict[str, Any] = {
+            "scale": float(scale[i]),
+            "zeroPoint": int(zp[i]),
+            "numBits": int(q.num_bits),
+            "inited": True,
+        }
+        if q.min is not None:
+            p["min"] = float(np.asarray(q.min).reshape(-1)[i])
+        if q.max is not None:
+            p["max"] = float(np.asarray(q.max).reshape(-1)[i])
+        params.append(p)
+    info = {"axis": q.axis, "scale": _arr_info(q.scale), "zero_point": _arr_info(q.zero_point)}
+    info["min"] = None if q.min is None else _arr_info(q.min)
+    info["max"] = None if q.max is None else _arr_info(q.max)
+    return params, info
+
+
+def _arr_info(a: Any) -> list[Any]:
+    arr = np.asarray(a)
+    return [DataType.from_numpy(arr.dtype).name, list(arr.shape)]
+
+
+class _Writer:
+    def __init__(self, graph: Graph, fmk: str | None) -> None:
+        self.graph = graph
+        self.plan = _Plan(graph)
+        self.fmk = fmk or str(graph.meta.get("framework", "onnx"))
+        self.meta: dict[str, Any] = {"liteconv": META_VERSION, "opset": dict(graph.opset)}
+
+    # which constants leave the flatbuffer
+    def choose_external(self, threshold: int | None, limit: int) -> list[int]:
+        sizes = {
+            i: _as_bytes(encode_payload(v.const)).nbytes
+            for i, v in enumerate(self.plan.values)
+            if v.const is not None and v.dtype != DataType.STRING
+        }
+        chosen = {i for i, n in sizes.items() if threshold is not None and n >= threshold}
+        inline = sum(n for i, n in sizes.items() if i not in chosen)
+        for i in sorted(sizes, key=lambda k: -sizes[k]):
+            if inline <= limit:
+                break
+            if i not in chosen:
+                chosen.add(i)
+                inline -= sizes[i]
+        return sorted(chosen)
+
+    def stream_weights(self, indices: list[int], path: Path) -> dict[int, dict[str, Any]]:
+        """Write external payloads to ``path`` (atomically); returns ExternalData per tensor."""
+        refs: dict[int, dict[str, Any]] = {}
+        with _atomic(path) as f:
+            offset = 0
+            for i in indices:
+                pad = -offset % ALIGN
+                f.write(b"\0" * pad)
+                offset += pad
+                data = _as_bytes(encode_payload(self.plan.values[i].const))
+                crc = 0
+                for start in range(0, data.nbytes, _CHUNK):
+                    chunk = data[start : start + _CHUNK]
+                    f.write(chunk)
+                    crc = zlib.crc32(chunk, crc)
+                refs[i] = {
+                    "checkSum": f"crc32:{crc:08x}",
+                    "location": path.name,
+                    "offset": offset,
+                    "length": data.nbytes,
+                }
+                offset += data.nbytes
+        return refs
+
+    def tensor(
+        self,
+        i: int,
+        v: Value,
+        external: dict[int, dict[str, Any]],
+        nhwc: set[int],
+        kinds: dict[int, int],
+    ) -> dict[str, Any]:
+        t: dict[str, Any] = {
+            "nodeType": kinds.get(i, NODE_PARAMETER),
+            "dataType": typeid(v.dtype),
+            "dims": _dims(v),
+            "format": 1 if id(v) in nhwc else 0,
+            "name": v.name,
+        }
+        key = str(i)
+        if v.shape is None:
+            self.meta.setdefault("unknown_rank", []).append(i)
+        elif any(not isinstance(d, (int, np.integer)) for d in v.shape):
+            self.meta.setdefault("shapes", {})[key] = [
+                d if d is None or isinstance(d, str) else int(d) for d in v.shape
+            ]
+        if not has_typeid(v.dtype):
+            self.meta.setdefault("dtypes", {})[key] = v.dtype.name
+        if v.const is not None:
+            if i in external:
+                t["externalData"] = [external[i]]
+            else:
+                t["data"] = Blob(_as_bytes(encode_payload(v.const)), ALIGN)
+        if v.quant is not None:
+            t["quantParams"], self.meta.setdefault("quant", {})[key] = _quant_params(v)
+        return t
+
+    def node_kinds(self) -> dict[int, int]:
+        kinds: dict[int, int] = {}
+        for i, v in enumerate(self.plan.values):
+            if v.const is not None:
+                kinds[i] = NODE_VALUE
+            elif v.producer is not None:
+                kinds[i] = NODE_CNODE
+        if self.plan.omitted is not None:
+            kinds[self.plan.omitted] = NODE_VALUE
+        return kinds
+
+    def build(self, external: dict[int, dict[str, Any]]) -> flatbuffers.Builder:
+        plan = self.plan
+        if plan.omitted is not None:
+            self.meta["omitted"] = plan.omitted
+        nhwc, kinds = _nhwc_values(plan), self.node_kinds()
+        tensors = [self.tensor(i, v, external, nhwc, kinds) for i, v in enumerate(plan.values)]
+        meta = json.dumps(self.meta, sort_keys=True).encode("utf-8")
+        tensors.append(
+            {
+                "nodeType": NODE_VALUE,
+                "dataType": 37,
+                "dims": [len(meta)],
+                "data": Blob(meta, 8),
+                "name": META_NAME,
+            }
+        )
+        nodes = []
+        for n in plan.nodes:
+            primitive, fields = _primitive(n, plan)
+            nodes.append(
+                {
+                    "name": n.name,
+                    "nodeType": NODE_CNODE,
+                    "primitive": {"value": (primitive, fields)},
+                    "inputIndex": [plan.index(v) for v in n.inputs],
+                    "outputIndex": [plan.index(v) for v in n.outputs],
+                }
+            )
+        subgraphs = [
+            {
+                "name": g.name,
+                "inputIndices": [plan.index(v) for v in g.inputs],
+                "outputIndices": [plan.index(v) for v in g.outputs],
+                "nodeIndices": [plan.node_index[id(n)] for n in g.nodes],
+                "tensorIndices": sorted({plan.index(v) for v in g.values()}),
+            }
+            for g in plan.graphs
+        ]
+        inline = sum(
+            t["data"].data.nbytes
+            for t in tensors
+            if "data" in t and isinstance(t["data"].data, memoryview)
+        )
+        size = min(inline + ALIGN * len(tensors) + (1 << 20), flatbuffers.Builder.MAX_BUFFER_SIZE)
+        b = flatbuffers.Builder(size)
+        root = build_table(
+            b,
+            "MetaGraph",
+            {
+                "name": self.graph.name,
+                "version": VERSION,
+                "fmkType": FMK_TYPES.get(self.fmk.lower(), 2),
+                "inputIndex": subgraphs[0]["inputIndices"],
+                "outputIndex": subgraphs[0]["outputIndices"],
+                "nodes": nodes,
+                "allTensors": tensors,
+                "subGraph": subgraphs,
+            },
+        )
+        b.Finish(root, FILE_IDENTIFIER)
+        return b
+
+
+def _output(b: flatbuffers.Builder) -> memoryview:
+    return memoryview(b.Bytes)[b.Head() :]
+
+
+class _atomic:  # noqa: N801  (context manager used like a function)
+    """Open a temporary file next to ``path``; rename it over ``path`` on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Any:
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self.file = os.fdopen(fd, "wb")
+        return self.file
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.file.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)
+
+
+def serialize(graph: Graph, *, fmk: str | None = None) -> bytes:
+    """The .ms bytes of ``graph`` with every constant inline."""
+    writer = _Writer(graph, fmk)
+    return bytes(_output(writer.build({})))
+
+
+def write_ms(
+    graph: Graph,
+    path: str | os.PathLike[str],
+    *,
+    external_threshold: int | None = None,
+    inline_limit: int = INLINE_LIMIT,
+    fmk: str | None = None,
+) -> None:
+    """Write ``graph`` to ``path``; large constants go to ``<path>.weights``.
+
+    ``external_threshold``: constants of at least this many bytes are stored
+    externally (None: only as many as needed to keep ``inline_limit``).
+    ``fmk``: source framework for MetaGraph.fmkType (default graph.meta["framework"]
+    or "onnx").
+    """
+    path = Path(path)
+    weights = path.with_name(path.name + ".weights")
+    writer = _Writer(graph, fmk)
+    indices = writer.choose_external(external_threshold, inline_limit)
+    external = writer.stream_weights(indices, weights) if indices else {}
+    builder = writer.build(external)
+    with _atomic(path) as f:
+        f.write(_output(builder))
+    if not indices and weights.exists():
+        weights.unlink()  # a stale side file of an earlier write

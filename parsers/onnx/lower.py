@@ -28,6 +28,7 @@ from onnx import AttributeProto as AP  # noqa: N817
 
 from ir import AttrType, DataType, Graph, Node, Value, get_op, has_op
 from parsers.errors import BadModelError, UnsupportedModelError
+from parsers.onnx.contrib import CONTRIB
 from parsers.onnx.loader import TensorReader, infer_value_types, load_model, type_info
 from parsers.onnx.upgrades import OnnxNode, upgrade
 
@@ -251,9 +252,13 @@ class _GraphLowering:
             attrs={a.name: self._plain_attr(a) for a in node.attribute},
             outputs=self._node_outputs(node, name),
         )
-        if domain != DEFAULT_DOMAIN and not self._domain_ok(n.op, domain):
-            self._emit_unsupported(n)
-            return
+        if domain != DEFAULT_DOMAIN:
+            lowering = CONTRIB.get((domain, n.op))
+            if lowering is not None and lowering(n, self):
+                return
+            if not self._domain_ok(n.op, domain):
+                self._emit_unsupported(n)
+                return
         if upgrade(n, self):
             return
         if not self._domain_ok(n.op, n.domain):

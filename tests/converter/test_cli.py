@@ -81,7 +81,8 @@ def test_run_and_inspect(tmp_path: Path, capsys):
     np.savez(tmp_path / "in.npz", x=x)
     code, out, err = _call(
         main,
-        ["run", str(ms), "--inputs", str(tmp_path / "in.npz"), "--outputs", str(tmp_path / "o.npz")],
+        ["run", str(ms), "--inputs", str(tmp_path / "in.npz"),
+         "--outputs", str(tmp_path / "o.npz")],  # fmt: skip
         capsys,
     )
     assert code == 0, err
@@ -179,7 +180,8 @@ def test_unsupported_error_lists_every_op(tmp_path: Path, capsys):
     src = tmp_path / "m.onnx"
     onnx.save(
         helper.make_model(
-            graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+            graph,
+            opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
         ),
         src,
     )

@@ -7,12 +7,12 @@ No import side effects beyond that: nothing registers itself.
 
 from __future__ import annotations
 
-from ir.ops import control, elementwise, nn, reduce, tensor
+from ir.ops import contrib, control, elementwise, fused, nn, quant, reduce, tensor
 from ir.ops.base import REQUIRED, Attr, AttrType, OpDef, Trait, op
 
 __all__ = ["REQUIRED", "Attr", "AttrType", "OpDef", "Trait", "all_ops", "get_op", "has_op", "op"]
 
-_MODULES = (elementwise, tensor, reduce, nn, control)
+_MODULES = (elementwise, tensor, reduce, nn, control, quant, contrib, fused)
 
 
 def _build() -> dict[str, OpDef]:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from converter.executor.kernels import control, elementwise, nn, reduce, tensor
+from converter.executor.kernels import (
+    contrib,
+    control,
+    elementwise,
+    fused,
+    nn,
+    quant,
+    reduce,
+    tensor,
+)
 from converter.executor.registry import Kernel
 
 __all__ = ["KERNELS"]
 
-_MODULES = (elementwise, tensor, reduce, nn, control)
+_MODULES = (elementwise, tensor, reduce, nn, control, quant, contrib, fused)
 
 
 def _build() -> dict[str, Kernel]:

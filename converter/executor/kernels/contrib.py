@@ -1,0 +1,5 @@
+"""contrib kernels."""
+
+from __future__ import annotations
+
+KERNELS: dict = {}

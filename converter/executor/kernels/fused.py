@@ -1,0 +1,5 @@
+"""fused kernels."""
+
+from __future__ import annotations
+
+KERNELS: dict = {}

@@ -1,0 +1,5 @@
+"""quant kernels."""
+
+from __future__ import annotations
+
+KERNELS: dict = {}

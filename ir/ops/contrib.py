@@ -1,0 +1,5 @@
+"""contrib ops (declarations)."""
+
+from __future__ import annotations
+
+OPS: tuple = ()

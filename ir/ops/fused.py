@@ -1,0 +1,5 @@
+"""fused ops (declarations)."""
+
+from __future__ import annotations
+
+OPS: tuple = ()

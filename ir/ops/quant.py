@@ -1,0 +1,5 @@
+"""quant ops (declarations)."""
+
+from __future__ import annotations
+
+OPS: tuple = ()

@@ -107,11 +107,20 @@ def _num_slots(table: str) -> int:
 
 
 # -- encoding ------------------------------------------------------------------
+DEFER_BYTES = 1 << 16
+"""Blobs at least this big are not copied into the builder when it has a ``deferred``
+list: their bytes are left unwritten and streamed from the source at output time."""
+
+
 def _raw_vector(b: flatbuffers.Builder, data: Any, itemsize: int, count: int, align: int) -> int:
     view = memoryview(data).cast("B")
     b.StartVector(itemsize, count, max(align, itemsize))
     b.head -= view.nbytes
-    b.Bytes[b.head : b.head + view.nbytes] = view
+    deferred = getattr(b, "deferred", None)
+    if deferred is not None and view.nbytes >= DEFER_BYTES:
+        deferred.append((len(b.Bytes) - b.head, view))  # from the end: survives growth
+    else:
+        b.Bytes[b.head : b.head + view.nbytes] = view
     return b.EndVector()
 
 

@@ -20,6 +20,7 @@ name in the target folder and renamed into place.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import tempfile
@@ -303,7 +304,7 @@ class _Writer:
             if "data" in t and isinstance(t["data"].data, memoryview)
         )
         size = min(inline + ALIGN * len(tensors) + (1 << 20), flatbuffers.Builder.MAX_BUFFER_SIZE)
-        b = flatbuffers.Builder(size)
+        b = _lazy_builder(size)
         root = build_table(
             b,
             "MetaGraph",
@@ -322,8 +323,36 @@ class _Writer:
         return b
 
 
-def _output(b: flatbuffers.Builder) -> memoryview:
-    return memoryview(b.Bytes)[b.Head() :]
+class _LazyBuilder(flatbuffers.Builder):
+    __slots__ = ("deferred",)
+
+
+def _lazy_builder(size: int) -> flatbuffers.Builder:
+    """A builder over an anonymous memory map whose large blobs are deferred.
+
+    Pages of the map are only backed by memory once written, and deferred blobs
+    (see ``fbs.DEFER_BYTES``) are never written into it: they are streamed from
+    the constants' own buffers by :func:`_segments`. So writing a model costs
+    about the size of its non-weight parts, not a second copy of its weights.
+    """
+    b = _LazyBuilder(0)
+    b.Bytes = mmap.mmap(-1, max(size, 1))
+    b.head = len(b.Bytes)
+    b.deferred = []
+    return b
+
+
+def _segments(b: flatbuffers.Builder):
+    """The finished buffer as consecutive memoryviews (deferred blobs from their source)."""
+    whole = memoryview(b.Bytes)
+    pos = b.Head()
+    for from_end, data in sorted(getattr(b, "deferred", []), key=lambda d: -d[0]):
+        start = len(whole) - from_end
+        yield whole[pos:start]
+        for i in range(0, data.nbytes, _CHUNK):
+            yield data[i : i + _CHUNK]
+        pos = start + data.nbytes
+    yield whole[pos:]
 
 
 class _atomic:  # noqa: N801  (context manager used like a function)
@@ -348,7 +377,7 @@ class _atomic:  # noqa: N801  (context manager used like a function)
 def serialize(graph: Graph, *, fmk: str | None = None) -> bytes:
     """The .ms bytes of ``graph`` with every constant inline."""
     writer = _Writer(graph, fmk)
-    return bytes(_output(writer.build({})))
+    return b"".join(_segments(writer.build({})))
 
 
 def write_ms(
@@ -373,6 +402,7 @@ def write_ms(
     external = writer.stream_weights(indices, weights) if indices else {}
     builder = writer.build(external)
     with _atomic(path) as f:
-        f.write(_output(builder))
+        for segment in _segments(builder):
+            f.write(segment)
     if not indices and weights.exists():
         weights.unlink()  # a stale side file of an earlier write

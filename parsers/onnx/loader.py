@@ -26,20 +26,24 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from ir import DataType, Shape
-from parsers.errors import BadModelError, InputShapeError
+from parsers.errors import BadModelError, InputShapeError, UnsupportedModelError
+from parsers.onnx.wire import SplitModel, split_raw_data
 
 __all__ = [
     "LoadedModel",
     "TensorReader",
     "infer_value_types",
     "load_model",
+    "elem_type_name",
     "type_info",
+    "unknown_elem_type",
 ]
 
 logger = logging.getLogger(__name__)
 
 _PACKED_4BIT = {DataType.INT4, DataType.UINT4, DataType.FLOAT4E2M1}
 _SMALL_INIT_BYTES = 1 << 16  # initializers kept for data propagation during inference
+_SPLIT_FILE_BYTES = 64 << 20  # files this big keep their raw_data in a memory map
 
 
 @dataclass
@@ -47,10 +51,12 @@ class LoadedModel:
     proto: onnx.ModelProto
     base_dir: Path | None  # folder external data is relative to (None: given a proto)
     source: str  # the path, or "<ModelProto>"
+    split: SplitModel | None = None  # large raw_data left in the mapped file (wire.py)
 
 
 def load_model(model: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
     """Read the model proto (external data stays on disk)."""
+    split: SplitModel | None = None
     if isinstance(model, onnx.ModelProto):
         proto, base, source = model, None, "<ModelProto>"
     else:
@@ -58,8 +64,16 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
         source = str(path)
         if not path.is_file():
             raise BadModelError(f"ONNX model {source!r} does not exist or is not a file")
+        split = split_raw_data(path) if path.stat().st_size >= _SPLIT_FILE_BYTES else None
+        if split is not None:
+            try:
+                proto = onnx.ModelProto.FromString(split.stripped)
+                split.stripped = b""
+            except DecodeError:
+                split = None
         try:
-            proto = onnx.load(str(path), load_external_data=False)
+            if split is None:
+                proto = onnx.load(str(path), load_external_data=False)
         except (DecodeError, RuntimeError, ValueError, OSError, UnicodeDecodeError) as exc:
             raise BadModelError(
                 f"ONNX model {source!r} is truncated or corrupt and cannot be decoded ({exc})"
@@ -67,15 +81,16 @@ def load_model(model: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
         base = path.resolve().parent
     if not proto.HasField("graph") or not (proto.graph.node or proto.graph.output):
         raise BadModelError(f"{source!r} is not an ONNX model (it holds no graph)")
-    return LoadedModel(proto, base, source)
+    return LoadedModel(proto, base, source, split)
 
 
 class TensorReader:
     """Converts TensorProtos to arrays, mapping external data files read-only."""
 
-    def __init__(self, base_dir: Path | None, source: str) -> None:
+    def __init__(self, base_dir: Path | None, source: str, split: SplitModel | None = None) -> None:
         self.base_dir = base_dir
         self.source = source
+        self.split = split
         self._maps: dict[Path, np.memmap] = {}
 
     def to_numpy(self, tensor: onnx.TensorProto) -> np.ndarray:
@@ -83,9 +98,9 @@ class TensorReader:
             dtype = DataType(tensor.data_type)
             np_dtype = dtype.numpy
         except (ValueError, TypeError):
-            raise BadModelError(
-                f"{self.source}: tensor {tensor.name!r} has unsupported data type "
-                f"{tensor.data_type}"
+            raise UnsupportedModelError(
+                f"{self.source}: tensor {tensor.name!r} has data type "
+                f"{elem_type_name(tensor.data_type)}, which liteconv does not support"
             ) from None
         shape = tuple(int(d) for d in tensor.dims)
         count = int(np.prod(shape, dtype=np.int64))
@@ -93,6 +108,9 @@ class TensorReader:
             raw: np.ndarray | bytes = self._external(tensor, dtype, count)
         elif tensor.HasField("raw_data"):
             raw = tensor.raw_data
+        elif self.split is not None and tensor.name in self.split.spans:
+            offset, length = self.split.spans[tensor.name]
+            raw = np.frombuffer(self.split.buffer, np.uint8, length, offset)
         else:
             return self._typed_fields(tensor, np_dtype, shape)
         if dtype in _PACKED_4BIT:
@@ -190,6 +208,22 @@ def _unpack_4bit(packed: np.ndarray, dtype: DataType, count: int) -> np.ndarray:
     if dtype == DataType.UINT4:
         return nibbles.astype(dtype.numpy)
     return nibbles.view(dtype.numpy)
+
+
+def elem_type_name(elem_type: int) -> str:
+    """ONNX's name of a TensorProto element type (the number when unknown)."""
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type)
+    except ValueError:
+        return str(elem_type)
+
+
+def unknown_elem_type(tp: onnx.TypeProto) -> int | None:
+    """The element type of a tensor type when the IR has no DataType for it."""
+    if tp.WhichOneof("value") != "tensor_type":
+        return None
+    elem = tp.tensor_type.elem_type
+    return None if elem in DataType._value2member_map_ else int(elem)
 
 
 def type_info(tp: onnx.TypeProto) -> tuple[DataType, Shape | None] | None:

@@ -29,7 +29,14 @@ from onnx import AttributeProto as AP  # noqa: N817
 from ir import AttrType, DataType, Graph, Node, Value, get_op, has_op
 from parsers.errors import BadModelError, UnsupportedModelError
 from parsers.onnx.contrib import CONTRIB
-from parsers.onnx.loader import TensorReader, infer_value_types, load_model, type_info
+from parsers.onnx.loader import (
+    TensorReader,
+    elem_type_name,
+    infer_value_types,
+    load_model,
+    type_info,
+    unknown_elem_type,
+)
 from parsers.onnx.upgrades import OnnxNode, upgrade
 
 __all__ = ["parse_onnx"]
@@ -56,7 +63,9 @@ def parse_onnx(
     init_names |= {t.values.name for t in proto.graph.sparse_initializer}
     real_inputs = [vi.name for vi in proto.graph.input if vi.name not in init_names]
     walk = infer_value_types(proto, real_inputs, input_shapes, loaded.source)
-    session = _Session(proto, TensorReader(loaded.base_dir, loaded.source), loaded.source)
+    session = _Session(
+        proto, TensorReader(loaded.base_dir, loaded.source, loaded.split), loaded.source
+    )
     graph = _GraphLowering(session, walk, None, proto.graph, set(real_inputs)).run()
     if session.unsupported or session.problems:
         raise UnsupportedModelError.from_findings(session.unsupported, session.problems, "ONNX")
@@ -186,12 +195,15 @@ class _GraphLowering:
             if node.op_type == "Constant" and node.domain in ("", DEFAULT_DOMAIN):
                 continue
             self._lower_node(node)
+        for vi in self.gp.output:
+            self._check_elem_type(vi, "output")
         self.graph.outputs = [self._lookup(vi.name, "graph output") for vi in self.gp.output]
         if _needs_sort(self.graph):
             self.graph.sort()
         return self.graph
 
     def _graph_input(self, vi: onnx.ValueInfoProto) -> None:
+        self._check_elem_type(vi, "input")
         info = type_info(vi.type)
         if info is None:
             self.s.problems.append(f"input {vi.name!r} is not a tensor ({vi.type})")
@@ -199,6 +211,14 @@ class _GraphLowering:
         v = Value(vi.name, *info)
         self.scope.values[vi.name] = v
         self.graph.inputs.append(v)
+
+    def _check_elem_type(self, vi: onnx.ValueInfoProto, what: str) -> None:
+        elem = unknown_elem_type(vi.type)
+        if elem is not None:
+            self.s.problems.append(
+                f"{what} {vi.name!r} has element type {elem_type_name(elem)}, "
+                "which liteconv does not support"
+            )
 
     def _declare_outputs(self, node: onnx.NodeProto) -> None:
         if node.op_type == "Constant" and node.domain in ("", DEFAULT_DOMAIN):

@@ -559,3 +559,28 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         write_ms(g, tmp_path / "model.ms")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_large_constants_stream_without_a_second_copy(tmp_path):
+    """Blobs over fbs.DEFER_BYTES are streamed from the constant, even if the builder grows."""
+    import converter.ms.writer as writer_mod
+    from converter.ms import read_ms, serialize, write_ms
+    from ir import DataType, Graph, Node, Value
+
+    g = Graph()
+    x = Value("x", DataType.FLOAT, (4, 256))
+    g.inputs = [x]
+    w = np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
+    n = g.append(Node("MatMul", [x, Value("w", const=w)], name="mm"))
+    g.outputs = [n.outputs[0]]
+    real = writer_mod._lazy_builder
+    try:  # force the builder to start tiny so it has to grow past the deferred blob
+        writer_mod._lazy_builder = lambda size: real(64)
+        write_ms(g, tmp_path / "m.ms")
+        data = serialize(g)
+    finally:
+        writer_mod._lazy_builder = real
+    back = read_ms(tmp_path / "m.ms")
+    (wv,) = [v for v in back.constants() if v.name == "w"]
+    np.testing.assert_array_equal(wv.const, w)
+    assert data == (tmp_path / "m.ms").read_bytes()

@@ -216,3 +216,28 @@ def test_console_scripts_as_subprocesses(tmp_path: Path):
     )  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_dump_dir_writes_each_changed_pass_as_onnx(tmp_path: Path, capsys):
+    """--dump-dir: the input graph and the graph after every pass that changed it, as ONNX."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["x"], ["a"], name="id"),
+            helper.make_node("Relu", ["a"], ["y"], name="act"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+    )
+    src = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), src)
+    dump = tmp_path / "dump"
+    code, _, err = _call(
+        convert_command, [str(src), str(tmp_path / "m.ms"), "--dump-dir", str(dump)], capsys
+    )
+    assert code == 0, err
+    files = sorted(p.name for p in dump.glob("*.onnx"))
+    assert files[0] == "00_input.onnx" and any("RemoveNoOps" in f for f in files), files
+    last = onnx.load(dump / files[-1])
+    onnx.checker.check_model(last)
+    assert [n.op_type for n in last.graph.node] == ["Relu"]

@@ -9,6 +9,8 @@ install:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[all,test]'
+	# caffe2onnx pins onnx==1.6.0; it is only the Caffe reference, so skip its pins
+	$(BIN)/python -m pip install -q --no-deps 'caffe2onnx==2.0.1'
 
 test:
 	$(BIN)/python -m pytest -q -n $(JOBS) tests

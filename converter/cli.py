@@ -159,6 +159,9 @@ def _say(quiet: bool) -> Callable[[str], None]:
 @click.option("--modelFile", "model_file", default=None, help="Same as MODEL.")
 @click.option("--outputFile", "output_file", default=None, help="Same as OUTPUT (.ms appended).")
 @click.option(
+    "--weightFile", "weight_file", default=None, help="Caffe weights (.caffemodel), --fmk=CAFFE."
+)
+@click.option(
     "--inputShape",
     "input_shape",
     default=None,
@@ -187,6 +190,7 @@ def convert_cmd(
     fmk: str | None,
     model_file: str | None,
     output_file: str | None,
+    weight_file: str | None,
     input_shape: str | None,
     optimize: str,
     dump_dir: str | None,
@@ -214,6 +218,7 @@ def convert_cmd(
         src,
         fmk=fmk,
         output=dst,
+        weight_file=weight_file,
         input_shapes=input_shape,
         optimize=optimize,
         dump_dir=dump_dir,
@@ -241,6 +246,7 @@ def _one_of(positional: str | None, flag: str | None, pname: str, fname: str) ->
 @click.argument("source", type=click.Path(dir_okay=True))
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--fmk", default=None, help="Framework of SOURCE (from its suffix otherwise).")
+@click.option("--weightFile", "weight_file", default=None, help="Caffe weights (.caffemodel).")
 @click.option("--inputShape", "input_shape", default=None, help="Pin input shapes.")
 @_threshold_options
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
@@ -248,6 +254,7 @@ def verify_cmd(
     source: str,
     model: str,
     fmk: str | None,
+    weight_file: str | None,
     input_shape: str | None,
     cosine: float,
     accuracy: float | None,
@@ -276,8 +283,9 @@ def verify_cmd(
     shapes = parse_input_shapes(input_shape)
     if shapes:
         _pin_shapes(graph, shapes)
+    extra = {"weight_file": weight_file} if weight_file else {}
     rep = verify_graph(
-        graph, source, fmk, model, _thresholds(cosine, accuracy, atol, rtol), feeds, seed
+        graph, source, fmk, model, _thresholds(cosine, accuracy, atol, rtol), feeds, seed, **extra
     )
     say = _say(quiet)
     for line in rep.lines():

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 FMKS = ("ONNX", "TFLITE", "TF", "CAFFE")
 _SUFFIX_FMK = {".onnx": "ONNX", ".tflite": "TFLITE", ".pb": "TF", ".prototxt": "CAFFE"}
+# a SavedModel is a folder holding saved_model.pb
 
 Progress = Callable[[str], None]
 
@@ -81,23 +82,50 @@ def detect_fmk(path: str | os.PathLike, fmk: str | None) -> str:
     suffix = Path(path).suffix.lower()
     if suffix in _SUFFIX_FMK:
         return _SUFFIX_FMK[suffix]
+    if (Path(path) / "saved_model.pb").exists():
+        return "TF"
     raise UsageError(f"cannot tell the framework of {path}: pass --fmk ({', '.join(FMKS)})")
 
 
 def parse_model(
-    path: str | os.PathLike, fmk: str, input_shapes: dict[str, list[int]] | None = None
+    path: str | os.PathLike,
+    fmk: str,
+    input_shapes: dict[str, list[int]] | None = None,
+    weight_file: str | os.PathLike | None = None,
 ) -> Graph:
-    """Lower a model file into the IR with the front end of ``fmk``."""
+    """Lower a model file into the IR with the front end of ``fmk``.
+
+    ``weight_file`` is Caffe's ``.caffemodel`` (``--weightFile``); other
+    frameworks refuse it.
+    """
     p = Path(path)
     if not p.exists():
         raise ConvertError(f"model file not found: {p}")
     if p.is_dir() and fmk != "TF":
         raise ConvertError(f"{p} is a folder, not a model file")
+    if weight_file is not None and fmk != "CAFFE":
+        raise UsageError("--weightFile is for --fmk=CAFFE (the .caffemodel)")
     if fmk == "ONNX":
         from parsers.onnx import parse_onnx
 
         return parse_onnx(p, input_shapes=input_shapes)
-    raise ConvertError(f"--fmk={fmk} is not supported yet (ONNX is)")
+    if fmk == "TFLITE":
+        from parsers.tflite import parse_tflite
+
+        return parse_tflite(p, input_shapes=input_shapes)
+    if fmk == "TF":
+        from parsers.tf import parse_tf
+
+        return parse_tf(p, input_shapes=input_shapes)
+    if fmk == "CAFFE":
+        from parsers.caffe import parse_caffe
+
+        if weight_file is None:
+            raise UsageError("--fmk=CAFFE needs --weightFile=model.caffemodel")
+        if not Path(weight_file).exists():
+            raise ConvertError(f"weight file not found: {weight_file}")
+        return parse_caffe(p, Path(weight_file), input_shapes=input_shapes)
+    raise UsageError(f"unknown --fmk={fmk}")
 
 
 def optimize_graph(
@@ -128,6 +156,7 @@ def convert(
     fmk: str | None = "ONNX",
     output: str | os.PathLike = "out.ms",
     *,
+    weight_file: str | os.PathLike | None = None,
     input_shapes: str | Mapping[str, Any] | None = None,
     optimize: str = "general",
     dump_dir: str | os.PathLike | None = None,
@@ -158,7 +187,7 @@ def convert(
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    graph = parse_model(model_file, fmk, shapes)
+    graph = parse_model(model_file, fmk, shapes, weight_file)
     seconds["parse"] = time.perf_counter() - t0
     before = sum(1 for _ in graph.all_nodes())
     say(f"parsed {model_file} ({fmk}): {before} nodes in {seconds['parse']:.2f}s")
@@ -188,8 +217,9 @@ def convert(
     if verify:
         t0 = time.perf_counter()
         written = read_ms(out)
+        extra = {"weight_file": weight_file} if weight_file is not None else {}
         result.verify = verify_graph(
-            written, model_file, fmk, out, thresholds or Thresholds(), feeds=feeds, seed=seed
+            written, model_file, fmk, out, thresholds or Thresholds(), feeds, seed, **extra
         )
         seconds["verify"] = time.perf_counter() - t0
         for line in result.verify.lines():

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from converter.reference import NAMES as REFERENCE_NAMES
 from ir import DataType, Graph, Value
 
 __all__ = [
@@ -75,7 +76,7 @@ class VerifyReport:
     outputs: list[OutputMetrics]
     thresholds: Thresholds
     passed: bool
-    reference: str = "onnxruntime"
+    reference: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)
@@ -143,33 +144,12 @@ def make_inputs(
 
 # -- reference runtimes ---------------------------------------------------------
 def run_reference(
-    source: str | Path, fmk: str, feeds: Mapping[str, np.ndarray], threads: int = 2
+    source: str | Path, fmk: str, feeds: Mapping[str, np.ndarray], threads: int = 2, **options: Any
 ) -> dict[str, np.ndarray]:
-    """Run the source model in its own framework's runtime."""
-    fmk = fmk.upper()
-    if fmk == "ONNX":
-        return _run_onnxruntime(Path(source), feeds, threads)
-    raise ValueError(f"no reference runtime for --fmk={fmk}")
+    """Run the source model in its own framework's runtime (converter/reference/)."""
+    from converter.reference import run_reference as run
 
-
-def _run_onnxruntime(
-    path: Path, feeds: Mapping[str, np.ndarray], threads: int
-) -> dict[str, np.ndarray]:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError(
-            "verification needs onnxruntime: pip install 'liteconv[verify]'"
-        ) from exc
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-    wanted = {i.name for i in sess.get_inputs()}
-    results = sess.run(names, {k: v for k, v in feeds.items() if k in wanted})
-    return dict(zip(names, results, strict=True))
+    return run(source, fmk, feeds, threads=threads, **options)
 
 
 # -- metrics -----------------------------------------------------------------------
@@ -286,12 +266,17 @@ def verify_graph(
     th: Thresholds,
     feeds: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
+    **reference_options: Any,
 ) -> VerifyReport:
-    """Run ``graph`` (read back from the .ms) and the source model; compare."""
+    """Run ``graph`` (read back from the .ms) and the source model; compare.
+
+    ``reference_options`` go to the framework's reference runner (e.g.
+    ``weight_file`` for Caffe).
+    """
     from converter.executor.runtime import Runtime
 
     inputs = make_inputs(graph.inputs, seed=seed, feeds=feeds)
-    ref = run_reference(source, fmk, inputs)
+    ref = run_reference(source, fmk, inputs, **reference_options)
     got = Runtime(graph).run(inputs)
     order = [v.name for v in graph.outputs]
     metrics = compare_outputs(got, ref, order, th)
@@ -302,4 +287,5 @@ def verify_graph(
         outputs=metrics,
         thresholds=th,
         passed=all(m.passed for m in metrics),
+        reference=REFERENCE_NAMES.get(fmk.upper(), fmk),
     )

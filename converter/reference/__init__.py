@@ -1,0 +1,36 @@
+"""Reference runtimes: run a source model in its own framework for verification.
+
+One module per framework (``onnx``, ``tflite``, ``tf``, ``caffe``), each with
+``run(source, feeds, threads=2, **options) -> dict[output name, array]``.
+Output names are the names the front end gives the IR graph's outputs, so
+results compare by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NAMES", "run_reference"]
+
+_MODULES = {"ONNX": "onnx", "TFLITE": "tflite", "TF": "tf", "CAFFE": "caffe"}
+NAMES = {"ONNX": "onnxruntime", "TFLITE": "LiteRT", "TF": "TensorFlow", "CAFFE": "caffe reference"}
+
+
+def run_reference(
+    source: str | Path,
+    fmk: str,
+    feeds: Mapping[str, np.ndarray],
+    threads: int = 2,
+    **options: Any,
+) -> dict[str, np.ndarray]:
+    """Run ``source`` in the reference runtime of ``fmk``."""
+    name = _MODULES.get(fmk.upper())
+    if name is None:
+        raise ValueError(f"no reference runtime for --fmk={fmk}")
+    module = importlib.import_module(f"converter.reference.{name}")
+    return module.run(source, feeds, threads=threads, **options)

@@ -31,8 +31,10 @@ the ONNX parser and are not declared here.
   otherwise.
 * DynamicQuantizeLSTM: LSTM whose W ``[dirs, input, 4H]`` and R ``[dirs, H, 4H]`` are
   int8/uint8 with per-direction or per-(direction, gate column) scales and zero points.
-* Attention: BERT/GPT-2 style self attention with packed QKV weights ``[hidden, 3 * H]``;
-  MultiHeadAttention: separate Q, K, V (already projected, optional packed bias).
+* Attention (IR name MsAttention; ai.onnx has an Attention of its own): BERT/GPT-2
+  style self attention with packed QKV weights ``[hidden, 3 * H]``;
+  MultiHeadAttention (IR name MsMultiHeadAttention): separate Q, K, V
+  (already projected, optional packed bias).
 * MatMulNBits: ``A @ dequantize(B).T (+ bias)`` with B bit-packed ``[N, k_blocks,
   blob_size]`` along K, per-block scales and zero points (default ``2**(bits-1)``).
 """
@@ -239,7 +241,7 @@ OPS = (
               "input_forget": INT(0)},
        infer=_infer_dq_lstm, domain=MS,
        doc="LSTM with int8/uint8 W [dirs, input, 4H] and R [dirs, H, 4H]."),
-    op("Attention", "input weights bias? mask_index? past? attention_bias? "
+    op("MsAttention", "input weights bias? mask_index? past? attention_bias? "
        "past_sequence_length?", "output present?",
        attrs={"num_heads": INT(REQUIRED), "qkv_hidden_sizes": INTS(None),
               "unidirectional": INT(0), "scale": FLOAT(None),
@@ -247,7 +249,7 @@ OPS = (
               "past_present_share_buffer": INT(0), "rotary_embedding_dim": INT(0)},
        infer=_infer_attention, domain=MS,
        doc="Self attention with packed QKV projection weights."),
-    op("MultiHeadAttention", "query key? value? bias? key_padding_mask? attention_bias? "
+    op("MsMultiHeadAttention", "query key? value? bias? key_padding_mask? attention_bias? "
        "past_key? past_value? past_sequence_length? cache_indirection?",
        "output present_key? present_value? qk?",
        attrs={"num_heads": INT(REQUIRED), "unidirectional": INT(0), "scale": FLOAT(None),

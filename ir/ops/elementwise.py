@@ -12,6 +12,10 @@ Notable details:
 - BitShift shifts right arithmetically on signed types; a shift amount that is
   negative or >= the bit width yields the sign fill (-1 or 0).
 - Clip takes ``min``/``max`` as optional scalar inputs; ``min > max`` gives ``max``.
+- SwiGLU(A, B) = A * sigmoid(alpha * A) * B (equal shapes; Swish is in ir/ops/fused.py).
+- Strings: StringConcat concatenates with broadcasting; RegexFullMatch tells
+  (bool) whether the whole string matches ``pattern`` (RE2 syntax; run with
+  Python's ``re``, which agrees on the common subset).
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ OPS: tuple[OpDef, ...] = (
     _act("ThresholdedRelu", attrs={"alpha": FLOAT(1.0)}),
     _act("Gelu", attrs={"approximate": STRING("none")}),
     _act("Mish"),
+    op("SwiGLU", "A B", "Y", attrs={"alpha": FLOAT(1.0)}, traits={E}, infer=broadcast),
     _act("Shrink", attrs={"bias": FLOAT(0.0), "lambd": FLOAT(0.5)}),
     # binary arithmetic
     _binary("Add", C, Q),
@@ -105,6 +110,9 @@ OPS: tuple[OpDef, ...] = (
     _binary("GreaterOrEqual", infer=broadcast_bool),
     _binary("Less", infer=broadcast_bool),
     _binary("LessOrEqual", infer=broadcast_bool),
+    # strings
+    op("StringConcat", "X Y", "Z", traits={E}, infer=broadcast),
+    _unary("RegexFullMatch", attrs={"pattern": STRING(None)}, infer=fixed(DataType.BOOL)),
     # ternary
     op("Where", "condition X Y", "output", traits={E}, infer=broadcast_as(1)),
     op("Clip", "input min? max?", "output", traits={E, Q}, infer=same_as_input),

@@ -9,6 +9,30 @@ parsers upgrade the older forms.
 liteconv additions: DepthToSpace and SpaceToDepth carry ``format`` ("NCHW" or
 "NHWC"); with NHWC the channel axis is last and the spatial axes are 1 and 2.
 
+Further ONNX ops declared here (same rules):
+
+- BitCast reinterprets the bits as ``to`` (same element width); CenterCropPad
+  center-crops or zero-pads ``axes`` to ``shape``; TensorScatter writes ``update``
+  into a KV cache along ``axis`` at per-batch ``write_indices`` (``circular``
+  wraps); Col2Im folds sliding blocks back into an image (overlaps add);
+  MaxUnpool scatters values to the flat output positions MaxPool's Indices name;
+  CausalConvWithState is a depthwise causal 1-D convolution over
+  concat(past_state, input) returning the last k-1 steps as the new state
+  (``activation`` "silu"/"swish" applies x * sigmoid(x)).
+- Strings: StringSplit (``Y`` padded with "" to the longest split, ``Z`` counts),
+  StringNormalizer (drops ``stopwords`` elements, then changes case; all
+  dropped gives [""] or [[""]]).
+- Linear algebra and geometry: Det over the last two axes; AffineGrid (2-D and
+  3-D, ``align_corners``); RotaryEmbedding (3-D/4-D input, optional
+  ``position_ids`` indexing the caches, ``interleaved``); NonMaxSuppression
+  (greedy per batch and class, boxes suppressed when IoU > threshold, scores
+  kept when > score_threshold; output rows [batch, class, box]).
+- Signal: DFT (opset 20 form: ``dft_length`` and ``axis`` inputs; last axis
+  holds 1 real or 2 real/imag values), STFT, Hann/Hamming/Blackman windows
+  (``periodic``), MelWeightMatrix (the ONNX reference's triangular filters).
+- Random (trait RANDOM; a ``seed`` makes runs repeatable): Bernoulli,
+  RandomUniform, RandomNormal and their ``*Like`` forms.
+
 Shape inference is exact whenever the inputs allow it: constant shape-like inputs
 (``Value.const``) are read, integer dims are computed, symbolic dims are kept when
 the op passes them through unchanged and become None otherwise.
@@ -24,7 +48,7 @@ import numpy as np
 
 from ir.core import Dim, Node, Shape
 from ir.dtypes import DataType
-from ir.ops.base import INT, INTS, REQUIRED, STRING, TENSOR, Trait, op
+from ir.ops.base import FLOAT, INT, INTS, REQUIRED, STRING, STRINGS, TENSOR, Trait, op
 from ir.ops.infer import (
     Result,
     broadcast_shapes,
@@ -37,6 +61,7 @@ from ir.ops.infer import (
 __all__ = ["OPS"]
 
 NOP, SHAPE, LAYOUT = Trait.NO_OP_CANDIDATE, Trait.SHAPE_ONLY, Trait.LAYOUT_SENSITIVE
+RANDOM = Trait.RANDOM
 I64 = DataType.INT64
 
 _ZERO_F32 = np.zeros(1, dtype=np.float32)
@@ -513,6 +538,146 @@ def _infer_unique(node: Node) -> Result:
     return full[: len(node.outputs)]
 
 
+def _infer_bitcast(node: Node) -> Result:
+    return [(DataType(node.attr("to")), in_shape(node))]
+
+
+def _infer_center_crop_pad(node: Node) -> Result:
+    dtype, shape = in_dtype(node), in_shape(node)
+    target = static_ints(node, 1)
+    if shape is None:
+        return [(dtype, None)]
+    rank = len(shape)
+    axes = node.attr("axes")
+    axes = list(range(rank)) if axes is None else _axes(axes, rank)
+    if target is None or axes is None or len(target) != len(axes):
+        return [(dtype, (None,) * rank)]
+    out = list(shape)
+    for a, t in zip(axes, target, strict=True):
+        out[a] = t
+    return [(dtype, tuple(out))]
+
+
+def _infer_string_split(node: Node) -> Result:
+    shape = in_shape(node)
+    return [
+        (DataType.STRING, None if shape is None else (*shape, None)),
+        (I64, shape),
+    ]
+
+
+def _infer_string_normalizer(node: Node) -> Result:
+    shape = in_shape(node)
+    return [(DataType.STRING, None if shape is None else (*shape[:-1], None))]
+
+
+def _infer_det(node: Node) -> Result:
+    shape = in_shape(node)
+    return [(in_dtype(node), None if shape is None else tuple(shape[:-2]))]
+
+
+def _infer_window(node: Node) -> Result:
+    size = static_ints(node, 0)
+    return [(DataType(node.attr("output_datatype")), (None if size is None else size[0],))]
+
+
+def _infer_mel(node: Node) -> Result:
+    bins, dft = static_ints(node, 0), static_ints(node, 1)
+    rows = None if dft is None else dft[0] // 2 + 1
+    return [(DataType(node.attr("output_datatype")), (rows, None if bins is None else bins[0]))]
+
+
+def _infer_dft(node: Node) -> Result:
+    dtype, shape = in_dtype(node), in_shape(node)
+    if shape is None or len(shape) < 2:
+        return [(dtype, None)]
+    out: list[Dim] = list(shape)
+    out[-1] = 1 if node.attr("inverse") and node.attr("onesided") else 2
+    axis = static_ints(node, 2)
+    length = static_ints(node, 1)
+    if node.input(2) is not None and axis is None:
+        return [(dtype, (*[None] * (len(shape) - 1), out[-1]))]
+    a = _axis(-2 if axis is None else axis[0], len(shape))
+    if a is None:
+        return [(dtype, None)]
+    n = length[0] if length is not None else (None if node.input(1) is not None else shape[a])
+    if node.attr("inverse") and node.attr("onesided"):
+        n = None if length is None and node.input(1) is None else n
+        out[a] = n if length is not None else None
+    elif node.attr("onesided"):
+        out[a] = n // 2 + 1 if isinstance(n, int) else None
+    else:
+        out[a] = n
+    return [(dtype, tuple(out))]
+
+
+def _infer_stft(node: Node) -> Result:
+    dtype, shape = in_dtype(node), in_shape(node)
+    batch = shape[0] if shape else None
+    return [(dtype, (batch, None, None, 2))]
+
+
+def _infer_nms(node: Node) -> Result:
+    return [(I64, (None, 3))]
+
+
+def _infer_affine_grid(node: Node) -> Result:
+    size = static_ints(node, 1)
+    if size is None:
+        n = _const_rank1(node, 1)
+        return [(in_dtype(node), None if n is None else (None,) * (n - 1) + (n - 2,))]
+    return [(in_dtype(node), (size[0], *size[2:], len(size) - 2))]
+
+
+def _infer_col2im(node: Node) -> Result:
+    dtype, shape = in_dtype(node), in_shape(node)
+    image, block = static_ints(node, 1), static_ints(node, 2)
+    if shape is None or image is None:
+        return [(dtype, None)]
+    c: Dim = None
+    if block is not None and isinstance(shape[1], int):
+        c = shape[1] // math.prod(block)
+    return [(dtype, (shape[0], c, *image))]
+
+
+def _infer_max_unpool(node: Node) -> Result:
+    dtype, shape = in_dtype(node), in_shape(node)
+    target = static_ints(node, 2)
+    if target is not None:
+        return [(dtype, tuple(target))]
+    if shape is None or node.input(2) is not None:
+        return [(dtype, None if shape is None else (None,) * len(shape))]
+    kernel = node.attr("kernel_shape")
+    nd = len(kernel)
+    if len(shape) != nd + 2:
+        return [(dtype, (None,) * len(shape))]
+    strides = node.attr("strides") or [1] * nd
+    pads = node.attr("pads") or [0] * (2 * nd)
+    out: list[Dim] = list(shape[:2])
+    for i, d in enumerate(shape[2:]):
+        grow = kernel[i] - pads[i] - pads[nd + i]
+        out.append((d - 1) * strides[i] + grow if isinstance(d, int) else None)
+    return [(dtype, tuple(out))]
+
+
+def _infer_causal_conv(node: Node) -> Result:
+    dtype, shape, w = in_dtype(node), in_shape(node), in_shape(node, 1)
+    k = w[2] if w is not None and len(w) == 3 and isinstance(w[2], int) else None
+    if shape is None or len(shape) != 3:
+        return [(dtype, shape), (dtype, None)]
+    state = (shape[0], shape[1], None if k is None else k - 1)
+    return [(dtype, shape), (dtype, state)]
+
+
+def _infer_random(node: Node) -> Result:
+    return [(DataType(node.attr("dtype")), tuple(node.attr("shape")))]
+
+
+def _infer_random_like(node: Node) -> Result:
+    dtype = node.attr("dtype")
+    return [(in_dtype(node) if dtype is None else DataType(dtype), in_shape(node))]
+
+
 # -- declarations --------------------------------------------------------------
 
 OPS = (
@@ -701,5 +866,145 @@ OPS = (
         "Y indices? inverse_indices? counts?",
         attrs={"axis": INT(None), "sorted": INT(1)},
         infer=_infer_unique,
+    ),
+    op("BitCast", "input", "output", attrs={"to": INT(REQUIRED)}, infer=_infer_bitcast),
+    op(
+        "MaxUnpool",
+        "X I output_shape?",
+        "output",
+        attrs={"kernel_shape": INTS(REQUIRED), "pads": INTS(None), "strides": INTS(None)},
+        infer=_infer_max_unpool,
+    ),
+    op(
+        "CausalConvWithState",
+        "input weight bias? past_state?",
+        "output present_state",
+        attrs={"activation": STRING("none")},
+        infer=_infer_causal_conv,
+    ),
+    op(
+        "CenterCropPad",
+        "input_data shape",
+        "output_data",
+        attrs={"axes": INTS(None)},
+        infer=_infer_center_crop_pad,
+    ),
+    op(
+        "TensorScatter",
+        "past_cache update write_indices?",
+        "present_cache",
+        attrs={"axis": INT(-2), "mode": STRING("linear")},
+        infer=same_as_input,
+    ),
+    op(
+        "Col2Im",
+        "input image_shape block_shape",
+        "output",
+        attrs={"dilations": INTS(None), "pads": INTS(None), "strides": INTS(None)},
+        infer=_infer_col2im,
+    ),
+    op(
+        "StringSplit",
+        "X",
+        "Y Z",
+        attrs={"delimiter": STRING(None), "maxsplit": INT(None)},
+        infer=_infer_string_split,
+    ),
+    op(
+        "StringNormalizer",
+        "X",
+        "Y",
+        attrs={
+            "case_change_action": STRING("NONE"),
+            "is_case_sensitive": INT(0),
+            "locale": STRING(None),
+            "stopwords": STRINGS(None),
+        },
+        infer=_infer_string_normalizer,
+    ),
+    op("Det", "X", "Y", infer=_infer_det),
+    op("AffineGrid", "theta size", "grid", attrs={"align_corners": INT(0)},
+       infer=_infer_affine_grid),  # fmt: skip
+    op(
+        "RotaryEmbedding",
+        "X cos_cache sin_cache position_ids?",
+        "Y",
+        attrs={"interleaved": INT(0), "num_heads": INT(None), "rotary_embedding_dim": INT(0)},
+        infer=same_as_input,
+    ),
+    op(
+        "NonMaxSuppression",
+        "boxes scores max_output_boxes_per_class? iou_threshold? score_threshold?",
+        "selected_indices",
+        attrs={"center_point_box": INT(0)},
+        infer=_infer_nms,
+    ),
+    op(
+        "DFT",
+        "input dft_length? axis?",
+        "output",
+        attrs={"inverse": INT(0), "onesided": INT(0)},
+        infer=_infer_dft,
+    ),
+    op(
+        "STFT",
+        "signal frame_step window? frame_length?",
+        "output",
+        attrs={"onesided": INT(1)},
+        infer=_infer_stft,
+    ),
+    *(
+        op(name, "size", "output", attrs={"output_datatype": INT(1), "periodic": INT(1)},
+           infer=_infer_window)  # fmt: skip
+        for name in ("HannWindow", "HammingWindow", "BlackmanWindow")
+    ),
+    op(
+        "MelWeightMatrix",
+        "num_mel_bins dft_length sample_rate lower_edge_hertz upper_edge_hertz",
+        "output",
+        attrs={"output_datatype": INT(1)},
+        infer=_infer_mel,
+    ),
+    op(
+        "Bernoulli",
+        "input",
+        "output",
+        attrs={"dtype": INT(None), "seed": FLOAT(None)},
+        traits={RANDOM},
+        infer=_infer_random_like,
+    ),
+    op(
+        "RandomUniform",
+        (),
+        "output",
+        attrs={"shape": INTS(REQUIRED), "dtype": INT(1), "high": FLOAT(1.0), "low": FLOAT(0.0),
+               "seed": FLOAT(None)},
+        traits={RANDOM},
+        infer=_infer_random,
+    ),  # fmt: skip
+    op(
+        "RandomNormal",
+        (),
+        "output",
+        attrs={"shape": INTS(REQUIRED), "dtype": INT(1), "mean": FLOAT(0.0),
+               "scale": FLOAT(1.0), "seed": FLOAT(None)},
+        traits={RANDOM},
+        infer=_infer_random,
+    ),  # fmt: skip
+    op(
+        "RandomUniformLike",
+        "input",
+        "output",
+        attrs={"dtype": INT(None), "high": FLOAT(1.0), "low": FLOAT(0.0), "seed": FLOAT(None)},
+        traits={RANDOM},
+        infer=_infer_random_like,
+    ),
+    op(
+        "RandomNormalLike",
+        "input",
+        "output",
+        attrs={"dtype": INT(None), "mean": FLOAT(0.0), "scale": FLOAT(1.0), "seed": FLOAT(None)},
+        traits={RANDOM},
+        infer=_infer_random_like,
     ),
 )

@@ -49,6 +49,20 @@ def _rename(op: str, keep: tuple[str, ...] = ()) -> Upgrade:
     return run
 
 
+def _keep_attrs(op: str) -> Upgrade:
+    """Same inputs, outputs and attributes under another IR op name (of this domain).
+
+    Renames the node and declines, so the generic path types the attributes
+    against that op's declaration and emits it.
+    """
+
+    def run(n: OnnxNode, b: Builder) -> bool:
+        n.op = op
+        return False
+
+    return run
+
+
 def _scalar_like(n: OnnxNode, b: Builder, value: float, what: str) -> Any:
     x = n.inputs[0]
     dtype = np.float32
@@ -145,4 +159,7 @@ CONTRIB: dict[tuple[str, str], Upgrade] = {
     (MS, "DequantizeLinear"): _q_dq("DequantizeLinear"),
     (MS, "QLinearConv"): _channels_last("QLinearConv"),
     (MS, "QLinearGlobalAveragePool"): _channels_last("QLinearGlobalAveragePool"),
+    # ai.onnx has an Attention op of its own: the contrib ones get distinct IR names
+    (MS, "Attention"): _keep_attrs("MsAttention"),
+    (MS, "MultiHeadAttention"): _keep_attrs("MsMultiHeadAttention"),
 }

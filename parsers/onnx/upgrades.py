@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 
 from ir import DataType, Value
+from parsers.onnx.loader import elem_type_name
 
 __all__ = ["UPGRADES", "Builder", "OnnxNode", "upgrade"]
 
@@ -188,9 +189,12 @@ def _cast(n: OnnxNode, b: Builder) -> bool:
     to = n.attrs.get("to")
     if isinstance(to, str):
         try:
-            n.attrs["to"] = int(onnx.TensorProto.DataType.Value(to.upper()))
+            n.attrs["to"] = to = int(onnx.TensorProto.DataType.Value(to.upper()))
         except ValueError:
             b.problem(f"node {n.name!r} (Cast): unknown target type {to!r}")
+            return False
+    if isinstance(to, int) and to not in DataType._value2member_map_:
+        b.problem(f"node {n.name!r} (Cast): target type {elem_type_name(to)} is not supported")
     return False
 
 

@@ -248,3 +248,41 @@ def test_cumsum_exclusive_reverse_values() -> None:
     axis = (np.array(0, np.int32), True)
     got = check("CumSum", [(x, False), axis], {"exclusive": 1, "reverse": 1})
     np.testing.assert_array_equal(got, [9, 7, 4, 0])
+
+
+# -- CumProd, normalizations, losses ---------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int32, np.int64])
+@pytest.mark.parametrize(("exclusive", "reverse"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumprod(dtype: Any, exclusive: int, reverse: int) -> None:
+    x = rand("ReduceProd", np.dtype(dtype), (3, 4))
+    check("CumProd", [(x, False), (np.array(1, np.int64), True)],
+          {"exclusive": exclusive, "reverse": reverse})  # fmt: skip
+
+
+@pytest.mark.parametrize(("p", "axis"), [(1, -1), (2, 0), (2, 1)])
+def test_lp_normalization(p: int, axis: int) -> None:
+    x = rand("LpNormalization", np.dtype(np.float32), (3, 4))
+    if p == 1:  # onnx.reference forgets abs() for p=1 (the spec and backend tests have it)
+        x = np.abs(x)
+    x[1] = 0  # a zero norm gives 0, not NaN
+    check("LpNormalization", [(x, False)], {"p": p, "axis": axis})
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_rms_normalization(axis: int) -> None:
+    x = rand("RMSNormalization", np.dtype(np.float32), (2, 3, 4))
+    scale = rand("RMSNormalization", np.dtype(np.float32), (3, 4) if axis == 1 else (4,))
+    check("RMSNormalization", [(x, False), (scale, True)], {"axis": axis})
+
+
+@pytest.mark.parametrize("op", ["NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss"])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize(("weighted", "ignore"), [(False, None), (True, None), (True, 1)])
+def test_losses(op: str, reduction: str, weighted: bool, ignore: int | None) -> None:
+    x = rand(op, np.dtype(np.float32), (3, 5, 2))
+    target = np.array([[0, 1], [4, 1], [2, 3]], np.int64)
+    weight = (rand(op, np.dtype(np.float32), (5,)) + 3.0, True) if weighted else (None, True)
+    attrs: dict[str, Any] = {"reduction": reduction}
+    if ignore is not None:
+        attrs["ignore_index"] = ignore
+    check(op, [(x, False), (target, True), weight], attrs)

@@ -25,7 +25,7 @@ OPSET = 28
 BF16 = np.dtype(ml_dtypes.bfloat16)
 I64_MAX, I64_MIN = np.iinfo(np.int64).max, np.iinfo(np.int64).min
 # ops whose output shape depends on input values, not only on shapes/constants
-DATA_DEPENDENT = {"NonZero", "Unique", "Compress"}
+DATA_DEPENDENT = {"NonZero", "Unique", "Compress", "NonMaxSuppression"}
 
 
 def rnd(*shape: int, dtype: Any = np.float32, seed: int = 0, lo: int = -5, hi: int = 6) -> Any:
@@ -338,6 +338,62 @@ CASES = [
         for op in ("DepthToSpace", "SpaceToDepth")
         for m in ("DCR", "CRD")
     ],
+    # reinterpretation, crop/pad, caches, folding
+    case("BitCast", [rnd(2, 3)], {"to": int(DataType.INT32)}, id="bitcast-f32-i32"),
+    case("BitCast", [rnd(4, dtype=np.int16)], {"to": int(DataType.FLOAT16)}, id="bitcast-i16"),
+    case("CenterCropPad", [rnd(4, 5), i64(3, 8)], id="ccp-crop-pad"),
+    case("CenterCropPad", [rnd(2, 5, 3), i64(2)], {"axes": [-2]}, id="ccp-axes"),
+    case("TensorScatter", [rnd(2, 3, 5, 4), rnd(2, 3, 2, 4, seed=1), i64(1, 3)], id="tscatter"),
+    case(
+        "TensorScatter",
+        [rnd(2, 5, 3), rnd(2, 2, 3, seed=1), i64(4, 0)],
+        {"mode": "circular", "axis": 1},
+        id="tscatter-circular",
+    ),
+    case("Col2Im", [rnd(1, 4, 4), i64(3, 3), i64(2, 2)], id="col2im"),
+    case(
+        "Col2Im",
+        [rnd(2, 2, 8), i64(4, 4), i64(1, 2)],
+        {"pads": [0, 1, 0, 0], "strides": [1, 2], "dilations": [1, 2]},
+        id="col2im-attrs",
+    ),
+    case("MaxUnpool", [rnd(1, 1, 2, 2), i64(0, 3, 10, 15).reshape(1, 1, 2, 2)],
+         {"kernel_shape": [2, 2], "strides": [2, 2]}, const=(), id="maxunpool"),  # fmt: skip
+    # linear algebra, geometry, signal
+    case("Det", [rnd(2, 3, 3)], tol=1e-4, id="det"),
+    *[
+        case("AffineGrid", [rnd(2, 2, 3), i64(2, 1, 3, 4)], {"align_corners": a}, tol=1e-5)
+        for a in (0, 1)
+    ],
+    case("AffineGrid", [rnd(1, 3, 4), i64(1, 1, 2, 3, 2)], tol=1e-5, id="affine-3d"),
+    case("RotaryEmbedding", [rnd(2, 2, 3, 8), rnd(2, 3, 4, seed=1), rnd(2, 3, 4, seed=2)],
+         tol=1e-5, id="rope-4d"),  # fmt: skip
+    case(
+        "RotaryEmbedding",
+        [rnd(1, 3, 12), rnd(5, 2, seed=1), rnd(5, 2, seed=2), i64(0, 2, 4).reshape(1, 3)],
+        {"num_heads": 2, "rotary_embedding_dim": 4, "interleaved": 1},
+        tol=1e-5,
+        id="rope-3d-interleaved",
+    ),
+    case("DFT", [rnd(2, 8, 1), None, np.array(1)], tol=1e-4, id="dft-real"),
+    case("DFT", [rnd(2, 8, 2), np.array(6), np.array(-2)], {"onesided": 1}, tol=1e-4),
+    case("DFT", [rnd(3, 4, 2), None, np.array(0)], {"inverse": 1}, tol=1e-4, id="idft"),
+    *[
+        case(op, [np.array(10)], {"periodic": p}, tol=1e-6, const=(0,))
+        for op in ("HannWindow", "HammingWindow", "BlackmanWindow")
+        for p in (0, 1)
+    ],
+    case(
+        "NonMaxSuppression",
+        [
+            np.array([[[0, 0, 1, 1], [0, 0.1, 1, 1.1], [0, 2, 1, 3], [1, 1, 0, 0]]], np.float32),
+            np.array([[[0.9, 0.8, 0.7, 0.95], [0.1, 0.2, 0.3, 0.4]]], np.float32),
+            i64(3),
+            np.array([0.5], np.float32),
+            np.array([0.15], np.float32),
+        ],
+        id="nms",
+    ),
 ]
 
 

@@ -51,7 +51,8 @@ def test_contrib_ops_follow_onnxruntime_schemas() -> None:
     schemas = _ort_schemas()
     for opdef in contrib.OPS:
         domain = "" if opdef.domain == "ai.onnx" else opdef.domain
-        schema = schemas[(domain or "ai.onnx", opdef.name)]
+        onnx_name = opdef.name.removeprefix("Ms")  # MsAttention is com.microsoft Attention
+        schema = schemas[(domain or "ai.onnx", onnx_name)]
         assert [i.rstrip("?*") for i in opdef.inputs] == [i.name for i in schema.inputs]
         assert [o.rstrip("?*") for o in opdef.outputs] == [o.name for o in schema.outputs]
         extra = set(opdef.attrs) - set(schema.attributes) - {"format"}
@@ -122,9 +123,9 @@ def test_infer_norms_and_attention() -> None:
     assert out == [(F, x[1]), (F, ("b", "s", 1)), (F, ("b", "s", 1)), (F, x[1])]
     assert infer("SimplifiedLayerNormalization", [(F, (2, 3, 4)), (F, (3, 4))],
                  {"axis": 1}, n_out=2) == [(F, (2, 3, 4)), (F, (2, 1, 1))]
-    att = infer("Attention", [(F, (2, 5, 6)), (F, (6, 24))], {"num_heads": 2})
+    att = infer("MsAttention", [(F, (2, 5, 6)), (F, (6, 24))], {"num_heads": 2})
     assert att == [(F, (2, 5, 8))]
-    mha = infer("MultiHeadAttention", [(F, (2, 3, 8)), (F, (2, 5, 8)), (F, (2, 5, 12))],
+    mha = infer("MsMultiHeadAttention", [(F, (2, 3, 8)), (F, (2, 5, 8)), (F, (2, 5, 12))],
                 {"num_heads": 2})
     assert mha == [(F, (2, 3, 12))]
     nbits = infer("MatMulNBits", [(F, ("b", 3, 40)), (U8, (6, 3, 8)), (F, (6, 3))],

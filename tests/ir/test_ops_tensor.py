@@ -88,6 +88,10 @@ REQUIRED_ATTRS = {
     "Cast": {"to": int(DataType.FLOAT16)},
     "DepthToSpace": {"blocksize": 2},
     "SpaceToDepth": {"blocksize": 2},
+    "BitCast": {"to": int(DataType.INT32)},
+    "RandomUniform": {"shape": [2, 3]},
+    "RandomNormal": {"shape": [2, 3]},
+    "MaxUnpool": {"kernel_shape": [2, 2]},
 }
 
 

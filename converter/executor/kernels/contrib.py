@@ -545,7 +545,7 @@ KERNELS: dict[str, Any] = {
     "QLinearGlobalAveragePool": _qlinear_gap,
     "QLinearConcat": _qlinear_concat,
     "DynamicQuantizeLSTM": _dynamic_quantize_lstm,
-    "Attention": _attention,
-    "MultiHeadAttention": _multi_head_attention,
+    "MsAttention": _attention,
+    "MsMultiHeadAttention": _multi_head_attention,
     "MatMulNBits": _matmul_nbits,
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Callable
 
 import ml_dtypes
@@ -26,7 +27,16 @@ import numpy as np
 
 from converter.executor.registry import Kernel, KernelContext, UnsupportedKernel
 
-__all__ = ["KERNELS", "erf", "is_bool", "is_float", "is_int", "require", "working"]
+__all__ = [
+    "KERNELS",
+    "erf",
+    "is_bool",
+    "is_float",
+    "is_int",
+    "is_str",
+    "require",
+    "working",
+]
 
 Array = np.ndarray
 _F32 = np.dtype(np.float32)
@@ -272,6 +282,44 @@ _ACTIVATIONS: dict[str, FloatFn] = {
 }
 
 
+def _swiglu(ctx: KernelContext, a: Array, b: Array) -> Array:
+    require("SwiGLU", a, is_float)
+    if a.shape != b.shape:
+        raise ValueError(f"SwiGLU: A {list(a.shape)} and B {list(b.shape)} differ in shape")
+    w = working(a)
+    with np.errstate(all="ignore"):
+        out = w * _sigmoid(w * ctx.attr("alpha")) * working(b)
+    return out.astype(a.dtype)
+
+
+# -- strings (object arrays of str) ---------------------------------------------------------
+def is_str(dtype: np.dtype) -> bool:
+    return dtype.kind in "OUS"
+
+
+def _text(v: object) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def _string_concat(ctx: KernelContext, x: Array, y: Array) -> Array:
+    require("StringConcat", x, is_str)
+    require("StringConcat", y, is_str)
+    join = np.frompyfunc(lambda a, b: _text(a) + _text(b), 2, 1)
+    return np.asarray(join(x, y), dtype=object)
+
+
+def _regex_full_match(ctx: KernelContext, x: Array) -> Array:
+    require("RegexFullMatch", x, is_str)
+    pattern = ctx.cache.get("pattern")
+    if pattern is None:
+        try:
+            pattern = ctx.cache["pattern"] = re.compile(ctx.attr("pattern") or "")
+        except re.error as exc:
+            raise UnsupportedKernel(f"RegexFullMatch: pattern not supported ({exc})") from None
+    match = np.frompyfunc(lambda v: pattern.fullmatch(_text(v)) is not None, 1, 1)
+    return np.asarray(match(x), dtype=np.bool_).reshape(x.shape)
+
+
 def _relu(ctx: KernelContext, x: Array) -> Array:
     require("Relu", x, is_float, is_int)
     return np.maximum(working(x), 0).astype(x.dtype, copy=False)
@@ -407,6 +455,9 @@ KERNELS: dict[str, Kernel] = {
     "GreaterOrEqual": _compare("GreaterOrEqual", np.greater_equal, *_NUM),
     "Less": _compare("Less", np.less, *_NUM),
     "LessOrEqual": _compare("LessOrEqual", np.less_equal, *_NUM),
+    "SwiGLU": _swiglu,
+    "StringConcat": _string_concat,
+    "RegexFullMatch": _regex_full_match,
     "Where": _where,
     "Clip": _clip,
 }

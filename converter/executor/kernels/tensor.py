@@ -453,3 +453,503 @@ KERNELS = {
     "ReverseSequence": _reverse_sequence,
     "Unique": _unique,
 }
+
+
+# -- reinterpretation, crop/pad, caches ------------------------------------------
+
+
+def _bitcast(ctx: KernelContext, x: np.ndarray) -> np.ndarray:
+    to = DataType(ctx.attr("to"))
+    if to == DataType.STRING or x.dtype == object:
+        raise UnsupportedKernel("BitCast: string tensors not supported")
+    want = to.numpy
+    if want.itemsize != x.dtype.itemsize or to in (DataType.INT4, DataType.UINT4):
+        raise UnsupportedKernel(f"BitCast: {x.dtype} -> {to.name.lower()} not supported")
+    return x.copy(order="C").view(want)
+
+
+def _center_crop_pad(ctx: KernelContext, x: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    target = _ints(shape)
+    axes = ctx.attr("axes")
+    axes = list(range(x.ndim)) if axes is None else [_norm(a, x.ndim) for a in axes]
+    if len(axes) != len(target):
+        raise ValueError(f"CenterCropPad: {len(target)} sizes for {len(axes)} axes")
+    src = [slice(None)] * x.ndim
+    dst = [slice(None)] * x.ndim
+    out_shape = list(x.shape)
+    for a, t in zip(axes, target, strict=True):
+        dim = x.shape[a]
+        out_shape[a] = t
+        if t < dim:
+            start = (dim - t) // 2
+            src[a] = slice(start, start + t)
+        elif t > dim:
+            start = (t - dim) // 2
+            dst[a] = slice(start, start + dim)
+    out = np.zeros(out_shape, dtype=x.dtype)
+    out[tuple(dst)] = x[tuple(src)]
+    return out
+
+
+def _tensor_scatter(
+    ctx: KernelContext, cache: np.ndarray, update: np.ndarray, write: np.ndarray | None = None
+) -> np.ndarray:
+    axis = _norm(ctx.attr("axis"), cache.ndim)
+    mode = ctx.attr("mode")
+    if mode not in ("linear", "circular") or axis == 0:
+        raise UnsupportedKernel(f"TensorScatter: mode {mode!r} on axis {axis} not supported")
+    batch, seq, size = cache.shape[0], update.shape[axis], cache.shape[axis]
+    start = np.zeros(batch, _I64) if write is None else write.reshape(-1).astype(_I64)
+    pos = start[:, None] + np.arange(seq, dtype=_I64)[None, :]
+    if mode == "circular":
+        pos = pos % size
+    if np.any(pos >= size) or np.any(pos < 0):
+        raise ValueError("TensorScatter: write positions fall outside the cache")
+    out = cache.copy()
+    view = np.moveaxis(out, axis, 1)  # (batch, size, ...), a view of out
+    view[np.arange(batch)[:, None], pos] = np.moveaxis(update, axis, 1)
+    return out
+
+
+def _col2im(
+    ctx: KernelContext, x: np.ndarray, image_shape: np.ndarray, block_shape: np.ndarray
+) -> np.ndarray:
+    image, block = _ints(image_shape), _ints(block_shape)
+    nd = len(image)
+    dil = ctx.attr("dilations") or [1] * nd
+    pads = ctx.attr("pads") or [0] * (2 * nd)
+    strides = ctx.attr("strides") or [1] * nd
+    n, cols, length = x.shape
+    taps = int(np.prod(block))
+    c = cols // taps
+    padded = [image[d] + pads[d] + pads[nd + d] for d in range(nd)]
+    counts = [(padded[d] - (dil[d] * (block[d] - 1) + 1)) // strides[d] + 1 for d in range(nd)]
+    if int(np.prod(counts)) != length:
+        raise ValueError(f"Col2Im: {length} blocks, the shapes give {counts}")
+    out = np.zeros((n, c, *padded), dtype=x.dtype)
+    cols_view = x.reshape(n, c, taps, *counts)
+    for t, tap in enumerate(np.ndindex(*block)):  # loop over kernel taps only
+        where = tuple(
+            slice(tap[d] * dil[d], tap[d] * dil[d] + strides[d] * (counts[d] - 1) + 1, strides[d])
+            for d in range(nd)
+        )
+        out[(slice(None), slice(None), *where)] += cols_view[:, :, t]
+    crop = tuple(slice(pads[d], pads[d] + image[d]) for d in range(nd))
+    return np.ascontiguousarray(out[(slice(None), slice(None), *crop)])
+
+
+def _max_unpool(
+    ctx: KernelContext, x: np.ndarray, indices: np.ndarray, output_shape: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices address the pooled-from shape; a larger ``output_shape`` pads at the end."""
+    kernel = ctx.attr("kernel_shape")
+    nd = len(kernel)
+    strides = ctx.attr("strides") or [1] * nd
+    pads = ctx.attr("pads") or [0] * (2 * nd)
+    shape = [*x.shape[:2]] + [
+        (d - 1) * strides[i] + kernel[i] - pads[i] - pads[nd + i]
+        for i, d in enumerate(x.shape[2:])
+    ]
+    flat = np.zeros(int(np.prod(shape)), dtype=x.dtype)
+    flat[indices.reshape(-1).astype(_I64)] = x.reshape(-1)
+    if output_shape is None:
+        return flat.reshape(shape)
+    target = _ints(output_shape)
+    if len(target) != x.ndim or any(t < s for t, s in zip(target, shape, strict=True)):
+        raise ValueError(f"MaxUnpool: output_shape {target} is smaller than {shape}")
+    out = np.zeros(target, dtype=x.dtype)
+    out[tuple(slice(0, s) for s in shape)] = flat.reshape(shape)
+    return out
+
+
+def _causal_conv_with_state(
+    ctx: KernelContext,
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    past: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    if x.ndim != 3 or weight.ndim != 3 or weight.shape[1] != 1:
+        raise ValueError("CausalConvWithState: input (B, C, T) and weight (C, 1, k) expected")
+    act = ctx.attr("activation")
+    if act not in ("none", "silu", "swish"):
+        raise UnsupportedKernel(f"CausalConvWithState: activation {act!r} not supported")
+    k, length = weight.shape[2], x.shape[2]
+    if past is None:
+        past = np.zeros((*x.shape[:2], k - 1), dtype=x.dtype)
+    padded = np.concatenate([past, x], axis=2)
+    w = _float_input("CausalConvWithState", padded)
+    kern = _float_input("CausalConvWithState", weight)[:, 0, :].astype(w.dtype)
+    out = np.zeros(x.shape, dtype=w.dtype)
+    for j in range(k):  # loop over the kernel taps
+        out += w[:, :, j : j + length] * kern[None, :, j, None]
+    if bias is not None:
+        out += bias.astype(w.dtype)[None, :, None]
+    if act != "none":
+        out = out * (1.0 / (1.0 + np.exp(-out)))
+    state = padded[:, :, padded.shape[2] - (k - 1) :]
+    return out.astype(x.dtype), np.ascontiguousarray(state)
+
+
+# -- strings ---------------------------------------------------------------------
+
+
+def _str_input(op: str, x: np.ndarray) -> np.ndarray:
+    if x.dtype != object and x.dtype.kind not in "US":
+        raise UnsupportedKernel(f"{op}: dtype {x.dtype} not supported (strings only)")
+    return x
+
+
+def _string_split(ctx: KernelContext, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    _str_input("StringSplit", x)
+    sep = ctx.attr("delimiter") or None
+    maxsplit = ctx.attr("maxsplit")
+    maxsplit = -1 if maxsplit is None else maxsplit
+    parts = [str(v).split(sep, maxsplit) for v in x.reshape(-1)]
+    width = max((len(p) for p in parts), default=0)
+    y = np.empty((len(parts), width), dtype=object)
+    for i, p in enumerate(parts):
+        y[i] = p + [""] * (width - len(p))
+    counts = np.array([len(p) for p in parts], dtype=_I64).reshape(x.shape)
+    return y.reshape(*x.shape, width), counts
+
+
+def _string_normalizer(ctx: KernelContext, x: np.ndarray) -> np.ndarray:
+    _str_input("StringNormalizer", x)
+    if x.ndim not in (1, 2) or (x.ndim == 2 and x.shape[0] != 1):
+        raise UnsupportedKernel(f"StringNormalizer: shape {list(x.shape)} not supported")
+    words = [str(v) for v in x.reshape(-1)]
+    sensitive = bool(ctx.attr("is_case_sensitive"))
+    stops = set(ctx.attr("stopwords") or [])
+    if not sensitive:
+        stops = {w.lower() for w in stops}
+    kept = [w for w in words if (w if sensitive else w.lower()) not in stops]
+    action = ctx.attr("case_change_action")
+    if action == "LOWER":
+        kept = [w.lower() for w in kept]
+    elif action == "UPPER":
+        kept = [w.upper() for w in kept]
+    elif action != "NONE":
+        raise UnsupportedKernel(f"StringNormalizer: case_change_action {action!r} not supported")
+    out = np.array(kept or [""], dtype=object)
+    return out if x.ndim == 1 else out.reshape(1, -1)
+
+
+# -- linear algebra and geometry ---------------------------------------------------------
+
+
+def _float_input(op: str, x: np.ndarray) -> np.ndarray:
+    """``x`` in float32 (float64 stays) for the float kernels; other dtypes refused."""
+    if x.dtype == np.float64:
+        return x
+    if x.dtype.kind == "f" or x.dtype == np.dtype(ml_dtypes.bfloat16):
+        return x.astype(np.float32)
+    raise UnsupportedKernel(f"{op}: dtype {x.dtype} not supported")
+
+
+def _det(ctx: KernelContext, x: np.ndarray) -> np.ndarray:
+    w = _float_input("Det", x)
+    return np.asarray(np.linalg.det(w)).astype(x.dtype)
+
+
+def _linspace(n: int, align: bool) -> np.ndarray:
+    if align:
+        return np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+    return (np.arange(n) * 2.0 + 1.0) / n - 1.0
+
+
+def _affine_grid(ctx: KernelContext, theta: np.ndarray, size: np.ndarray) -> np.ndarray:
+    w = _float_input("AffineGrid", theta)
+    dims = _ints(size)
+    spatial = dims[2:]
+    if len(spatial) not in (2, 3):
+        raise UnsupportedKernel(f"AffineGrid: {len(spatial)}-D grids not supported")
+    align = bool(ctx.attr("align_corners"))
+    axes = [_linspace(n, align) for n in spatial]  # (D,) H, W
+    mesh = np.meshgrid(*axes, indexing="ij")  # each (D,) H, W
+    coords = [*reversed(mesh), np.ones_like(mesh[0])]  # x, y, (z), 1
+    base = np.stack(coords, axis=-1).reshape(-1, len(coords))  # (P, nd + 1)
+    grid = np.einsum("pk,njk->npj", base, w.astype(np.float64))
+    return grid.reshape(dims[0], *spatial, len(spatial)).astype(theta.dtype)
+
+
+def _rotary_embedding(
+    ctx: KernelContext,
+    x: np.ndarray,
+    cos: np.ndarray,
+    sin: np.ndarray,
+    position_ids: np.ndarray | None = None,
+) -> np.ndarray:
+    w = _float_input("RotaryEmbedding", x)
+    if x.ndim == 4:
+        t = w.transpose(0, 2, 1, 3)  # (batch, seq, heads, head)
+    elif x.ndim == 3:
+        heads = ctx.attr("num_heads")
+        if not heads:
+            raise ValueError("RotaryEmbedding: 3-D input needs num_heads")
+        t = w.reshape(x.shape[0], x.shape[1], heads, -1)
+    else:
+        raise ValueError(f"RotaryEmbedding: input rank {x.ndim} (3 or 4 expected)")
+    dim = ctx.attr("rotary_embedding_dim") or t.shape[-1]
+    wc, ws = _float_input("RotaryEmbedding", cos), _float_input("RotaryEmbedding", sin)
+    if position_ids is not None:
+        wc, ws = wc[position_ids.astype(_I64)], ws[position_ids.astype(_I64)]
+    if wc.shape[-1] != dim // 2:
+        raise ValueError(f"RotaryEmbedding: cache width {wc.shape[-1]} != {dim // 2}")
+    wc, ws = wc[:, :, None, :], ws[:, :, None, :]
+    rot, rest = t[..., :dim], t[..., dim:]
+    if ctx.attr("interleaved"):
+        x1, x2 = rot[..., 0::2], rot[..., 1::2]
+    else:
+        x1, x2 = rot[..., : dim // 2], rot[..., dim // 2 :]
+    real, imag = wc * x1 - ws * x2, ws * x1 + wc * x2
+    if ctx.attr("interleaved"):
+        rot = np.stack((real, imag), axis=-1).reshape(rot.shape)
+    else:
+        rot = np.concatenate((real, imag), axis=-1)
+    out = np.concatenate((rot, rest), axis=-1)
+    out = out.reshape(x.shape) if x.ndim == 3 else out.transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(out).astype(x.dtype)
+
+
+def _corners(boxes: np.ndarray, center: bool) -> np.ndarray:
+    """(N, 4) boxes -> (N, 4) [y_min, x_min, y_max, x_max]."""
+    if center:
+        xc, yc, w, h = boxes.T
+        return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], axis=1)
+    y1, x1, y2, x2 = boxes.T
+    return np.stack(
+        [np.minimum(y1, y2), np.minimum(x1, x2), np.maximum(y1, y2), np.maximum(x1, x2)], axis=1
+    )
+
+
+def _iou(c: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of corner boxes; 0 where boxes do not overlap or have no area."""
+    ih = np.minimum(c[:, None, 2], c[None, :, 2]) - np.maximum(c[:, None, 0], c[None, :, 0])
+    iw = np.minimum(c[:, None, 3], c[None, :, 3]) - np.maximum(c[:, None, 1], c[None, :, 1])
+    inter = np.where((ih > 0) & (iw > 0), ih * iw, 0.0)
+    area = (c[:, 2] - c[:, 0]) * (c[:, 3] - c[:, 1])
+    union = area[:, None] + area[None, :] - inter
+    ok = (inter > 0) & (area[:, None] > 0) & (area[None, :] > 0) & (union > 0)
+    with np.errstate(all="ignore"):
+        return np.where(ok, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def _nms(
+    ctx: KernelContext,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    max_out: np.ndarray | None = None,
+    iou_threshold: np.ndarray | None = None,
+    score_threshold: np.ndarray | None = None,
+) -> np.ndarray:
+    limit = 0 if max_out is None or max_out.size == 0 else max(int(max_out.reshape(-1)[0]), 0)
+    iou_t = 0.0
+    if iou_threshold is not None and iou_threshold.size:
+        iou_t = float(iou_threshold.reshape(-1)[0])
+    has_score_t = score_threshold is not None and score_threshold.size != 0
+    score_t = float(score_threshold.reshape(-1)[0]) if has_score_t else 0.0  # type: ignore[union-attr]
+    center = bool(ctx.attr("center_point_box"))
+    rows: list[tuple[int, int, int]] = []
+    for b in range(boxes.shape[0]):
+        iou = _iou(_corners(boxes[b].astype(np.float64), center))
+        for c in range(scores.shape[1]):
+            s = scores[b, c].astype(np.float64)
+            order = np.argsort(-s, kind="stable")
+            if has_score_t:
+                order = order[s[order] > score_t]
+            chosen: list[int] = []
+            for i in order:  # greedy: the best box left, unless it overlaps a chosen one
+                if len(chosen) >= limit:
+                    break
+                if not chosen or not np.any(iou[i, chosen] > iou_t):
+                    chosen.append(int(i))
+            rows.extend((b, c, i) for i in chosen)
+    return np.array(rows, dtype=_I64).reshape(-1, 3)
+
+
+# -- signal ------------------------------------------------------------------------------
+
+
+def _as_complex(x: np.ndarray) -> np.ndarray:
+    """(..., 1) real or (..., 2) real/imag -> complex128 (...)."""
+    w = x.astype(np.float64)
+    if x.shape[-1] == 1:
+        return w[..., 0].astype(np.complex128)
+    if x.shape[-1] == 2:
+        return w[..., 0] + 1j * w[..., 1]
+    raise ValueError(f"DFT: last dimension must be 1 or 2, got {x.shape[-1]}")
+
+
+def _from_complex(z: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return np.stack((z.real, z.imag), axis=-1).astype(dtype)
+
+
+def _dft(
+    ctx: KernelContext,
+    x: np.ndarray,
+    length: np.ndarray | None = None,
+    axis: np.ndarray | None = None,
+) -> np.ndarray:
+    _float_input("DFT", x)
+    a = -2 if axis is None else int(axis.reshape(-1)[0])
+    a = _norm(a, x.ndim)
+    if a == x.ndim - 1:
+        raise ValueError("DFT: axis cannot be the last (real/imaginary) axis")
+    inverse, onesided = bool(ctx.attr("inverse")), bool(ctx.attr("onesided"))
+    if length is not None:
+        n = int(length.reshape(-1)[0])
+    else:
+        n = 2 * (x.shape[a] - 1) if inverse and onesided else x.shape[a]
+    z = _as_complex(x)
+    if inverse and onesided:
+        return np.fft.irfft(z, n=n, axis=a)[..., None].astype(x.dtype)
+    if inverse:
+        return _from_complex(np.fft.ifft(z, n=n, axis=a), x.dtype)
+    out = np.fft.fft(z, n=n, axis=a)
+    if onesided:
+        out = np.take(out, np.arange(n // 2 + 1), axis=a)
+    return _from_complex(out, x.dtype)
+
+
+def _stft(
+    ctx: KernelContext,
+    signal: np.ndarray,
+    frame_step: np.ndarray,
+    window: np.ndarray | None = None,
+    frame_length: np.ndarray | None = None,
+) -> np.ndarray:
+    _float_input("STFT", signal)
+    step = int(frame_step.reshape(-1)[0])
+    if frame_length is not None:
+        size = int(frame_length.reshape(-1)[0])
+    else:
+        size = signal.shape[-2] if window is None else window.shape[0]
+    frames = 1 + (signal.shape[1] - size) // step
+    z = _as_complex(signal)  # (batch, length)
+    idx = np.arange(frames)[:, None] * step + np.arange(size)[None, :]
+    chunks = z[:, idx]  # (batch, frames, size)
+    if window is not None:
+        chunks = chunks * window.astype(np.float64)
+    out = np.fft.fft(chunks, n=size, axis=-1)
+    if ctx.attr("onesided"):
+        out = out[..., : size // 2 + 1]
+    return _from_complex(out, signal.dtype)
+
+
+def _window(kind: str):
+    def kernel(ctx: KernelContext, size: np.ndarray) -> np.ndarray:
+        n = int(size.reshape(-1)[0])
+        denom = n if ctx.attr("periodic") else n - 1
+        k = np.arange(n, dtype=np.float64)
+        with np.errstate(all="ignore"):
+            phase = 2.0 * np.pi * k / denom
+            if kind == "hann":
+                w = np.sin(np.pi * k / denom) ** 2
+            elif kind == "hamming":
+                w = 25.0 / 46.0 - (1.0 - 25.0 / 46.0) * np.cos(phase)
+            else:
+                w = 0.42 - 0.5 * np.cos(phase) + 0.08 * np.cos(2.0 * phase)
+        return w.astype(DataType(ctx.attr("output_datatype")).numpy)
+
+    return kernel
+
+
+def _mel_weight_matrix(
+    ctx: KernelContext,
+    num_mel_bins: np.ndarray,
+    dft_length: np.ndarray,
+    sample_rate: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+) -> np.ndarray:
+    bins, dft = int(num_mel_bins.reshape(-1)[0]), int(dft_length.reshape(-1)[0])
+    rate = sample_rate.reshape(-1)[0]
+    lo, hi = (float(v.reshape(-1)[0]) for v in (lower, upper))
+    mel_lo = 2595 * np.log1p(lo / 700) / np.log(10)
+    mel_hi = 2595 * np.log1p(hi / 700) / np.log(10)
+    step = (mel_hi - mel_lo) / (bins + 2)
+    hz = 700 * np.expm1((np.arange(bins + 2) * step + mel_lo) / 2595 * np.log(10))
+    edges = (((dft + 1) * hz) // rate).astype(_I64)
+    out = np.zeros((dft // 2 + 1, bins))
+    j = np.arange(dft // 2 + 1)[:, None]
+    left, mid, right = edges[:-2][None, :], edges[1:-1][None, :], edges[2:][None, :]
+    with np.errstate(all="ignore"):
+        rise = np.where((j >= left) & (j <= mid), (j - left) / np.maximum(mid - left, 1), 0.0)
+        fall = np.where((j >= mid) & (j < right), (right - j) / np.maximum(right - mid, 1), 0.0)
+    out = np.where((j >= mid) & (j < right), fall, rise)
+    out = np.where((mid == left) & (j == mid), 1.0, out)
+    return out.astype(DataType(ctx.attr("output_datatype")).numpy)
+
+
+# -- random ------------------------------------------------------------------------------
+
+
+def _rng(ctx: KernelContext) -> np.random.Generator:
+    rng = ctx.cache.get("rng")
+    if rng is None:
+        seed = ctx.attr("seed")
+        rng = ctx.cache["rng"] = np.random.default_rng(None if seed is None else int(seed))
+    return rng
+
+
+def _random_dtype(ctx: KernelContext, like: np.ndarray | None) -> np.dtype:
+    dtype = ctx.attr("dtype")
+    if dtype is None:
+        if like is None:
+            raise ValueError("random op: no dtype")
+        return like.dtype
+    return DataType(dtype).numpy
+
+
+def _float_dtype(op: str, dtype: np.dtype) -> np.dtype:
+    if dtype.kind != "f" and dtype != np.dtype(ml_dtypes.bfloat16):
+        raise UnsupportedKernel(f"{op}: dtype {dtype} not supported")
+    return dtype
+
+
+def _bernoulli(ctx: KernelContext, p: np.ndarray) -> np.ndarray:
+    dtype = _random_dtype(ctx, p)
+    draws = _rng(ctx).random(p.shape) < p.astype(np.float64)
+    return draws.astype(dtype)
+
+
+def _uniform(ctx: KernelContext, like: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    dtype = _float_dtype("RandomUniform", _random_dtype(ctx, like))
+    low, high = ctx.attr("low"), ctx.attr("high")
+    return (_rng(ctx).random(shape) * (high - low) + low).astype(dtype)
+
+
+def _normal(ctx: KernelContext, like: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    dtype = _float_dtype("RandomNormal", _random_dtype(ctx, like))
+    draws = _rng(ctx).normal(ctx.attr("mean"), ctx.attr("scale"), shape)
+    return draws.astype(dtype)
+
+
+KERNELS.update(
+    {
+        "BitCast": _bitcast,
+        "CenterCropPad": _center_crop_pad,
+        "TensorScatter": _tensor_scatter,
+        "Col2Im": _col2im,
+        "MaxUnpool": _max_unpool,
+        "CausalConvWithState": _causal_conv_with_state,
+        "StringSplit": _string_split,
+        "StringNormalizer": _string_normalizer,
+        "Det": _det,
+        "AffineGrid": _affine_grid,
+        "RotaryEmbedding": _rotary_embedding,
+        "NonMaxSuppression": _nms,
+        "DFT": _dft,
+        "STFT": _stft,
+        "HannWindow": _window("hann"),
+        "HammingWindow": _window("hamming"),
+        "BlackmanWindow": _window("blackman"),
+        "MelWeightMatrix": _mel_weight_matrix,
+        "Bernoulli": _bernoulli,
+        "RandomUniform": lambda ctx: _uniform(ctx, None, tuple(ctx.attr("shape"))),
+        "RandomNormal": lambda ctx: _normal(ctx, None, tuple(ctx.attr("shape"))),
+        "RandomUniformLike": lambda ctx, x: _uniform(ctx, x, x.shape),
+        "RandomNormalLike": lambda ctx, x: _normal(ctx, x, x.shape),
+    }
+)

@@ -2,7 +2,10 @@
 
 ``general`` (the default, MindSpore's ``--optimize general``): infer shapes,
 then repeat fold / no-op removal / CSE / dead-node removal / shape inference
-until nothing changes. ``none`` (``--optimize none``): shape inference only,
+until nothing changes, then the fusions (``passes.fusions``: conv + BN/bias/
+scale/activation, MatMul + bias/activation, LayerNorm, GELU, Swish/HardSwish)
+and the cleanup again (it drops the constants the fusions replaced and infers
+the shapes of the new nodes). ``none`` (``--optimize none``): shape inference only,
 which fills in dtypes and shapes without rewriting any node.
 """
 
@@ -14,6 +17,7 @@ from passes.base import Pass, PassContext
 from passes.cse import EliminateCommonSubexpressions
 from passes.dce import RemoveDeadNodes
 from passes.fold import FoldConstants
+from passes.fusions import Fusions
 from passes.infer_shapes import InferShapes
 from passes.manager import FixedPoint
 from passes.noop import RemoveNoOps
@@ -24,9 +28,13 @@ Pipeline = list[Pass | FixedPoint]
 
 
 def default_pipeline(ctx: PassContext | None = None) -> Pipeline:
-    """Shape inference, then the cleanup passes to a fixed point."""
+    """Shape inference, the cleanup passes to a fixed point, fusions, cleanup again."""
     ctx = ctx or PassContext()
-    cleanup = FixedPoint(
+    return [InferShapes(ctx), _cleanup(ctx), Fusions(ctx), _cleanup(ctx)]
+
+
+def _cleanup(ctx: PassContext) -> FixedPoint:
+    return FixedPoint(
         [
             FoldConstants(ctx),
             RemoveNoOps(ctx),
@@ -36,7 +44,6 @@ def default_pipeline(ctx: PassContext | None = None) -> Pipeline:
         ],
         name="cleanup",
     )
-    return [InferShapes(ctx), cleanup]
 
 
 def none_pipeline(ctx: PassContext | None = None) -> Pipeline:

@@ -323,6 +323,82 @@ def _matmul() -> Mapping:
     return Mapping("MatMul", "MatMulFusion", lambda node: {}, decode)
 
 
+# -- fused ops (ir/ops/fused.py): the activation in the table's activation_type ----------
+_FUSED_ACT: dict[int, tuple[str, list[float] | None]] = {
+    ACT["RELU"]: ("Relu", None),
+    ACT["RELU6"]: ("Clip", [0.0, 6.0]),
+    ACT["SIGMOID"]: ("Sigmoid", None),
+    ACT["TANH"]: ("Tanh", None),
+    ACT["HSWISH"]: ("HardSwish", None),
+}
+"""activation_type -> (activation, activation_params) of ConvAct / MatMulAct."""
+
+
+def _fused_act_code(node: Node) -> int | None:
+    """activation_type of a ConvAct/MatMulAct activation; None when no exact code exists."""
+    name, params = _get(node, "activation"), _get(node, "activation_params")
+    params = None if params is None else [float(np.float32(p)) for p in params]
+    for code, (act, act_params) in _FUSED_ACT.items():
+        if name == act and params == act_params:
+            return code
+    return None
+
+
+def _fused_act_attrs(code: int) -> Attrs | None:
+    spec = _FUSED_ACT.get(code)
+    if spec is None:
+        return None
+    attrs: Attrs = {"activation": spec[0]}
+    if spec[1] is not None:
+        attrs["activation_params"] = list(spec[1])
+    return attrs
+
+
+def _conv_act() -> Mapping:
+    """ConvAct (2D) = Conv2DFusion with a non-zero activation_type."""
+
+    def encode(node: Node) -> Fields | None:
+        code = _fused_act_code(node)
+        fields = None if code is None else _conv_fields(node)
+        if fields is None:
+            return None
+        fields["pad_list"] = _swap_pads(_get(node, "pads"))
+        fields["activation_type"] = code
+        w = node.input(1)
+        if "in_channel" in fields and w is not None and w.is_static:
+            # _conv_fields reads any op but Conv as ConvTranspose: ConvAct's W is Conv's
+            fields.update(in_channel=w.shape[1] * fields["group"], out_channel=w.shape[0])  # type: ignore[index]
+        return fields
+
+    def decode(f: Fields, n: int) -> Attrs | None:
+        act = _fused_act_attrs(f["activation_type"])
+        attrs = _conv_attrs({**f, "activation_type": ACT["NO_ACTIVATION"]})
+        if act is None or attrs is None:
+            return None
+        return {**attrs, "pads": _swap_pads(f["pad_list"]), **act}
+
+    return Mapping("ConvAct", "Conv2DFusion", encode, decode)
+
+
+def _matmul_act() -> Mapping:
+    """MatMulAct = MatMulFusion(A, B, bias?) with an activation or a bias (else it is MatMul)."""
+
+    def encode(node: Node) -> Fields | None:
+        if _get(node, "activation") == "none" and _get(node, "activation_params") is None:
+            return {} if node.input(2) is not None else None
+        code = _fused_act_code(node)
+        return None if code is None else {"activation_type": code}
+
+    def decode(f: Fields, n: int) -> Attrs | None:
+        if f["transpose_a"] or f["transpose_b"]:
+            return None
+        if f["activation_type"] == ACT["NO_ACTIVATION"]:
+            return {"activation": "none"} if n == 3 else None
+        return _fused_act_attrs(f["activation_type"])
+
+    return Mapping("MatMulAct", "MatMulFusion", encode, decode)
+
+
 def _lstm() -> Mapping:
     def encode(node: Node) -> Fields | None:
         for name in ("activations", "activation_alpha", "activation_beta", "clip"):
@@ -684,6 +760,8 @@ def _build() -> tuple[Mapping, ...]:
     return (
         _conv(),
         _conv_transpose(),
+        _conv_act(),
+        _matmul_act(),  # before MatMul: it claims MatMulFusion with a bias or an activation
         _matmul(),
         _gemm(),
         fused_binary("Add", "AddFusion"),

@@ -210,6 +210,18 @@ SAMPLES: dict[str, tuple[dict[str, Any], list[Any] | None, int | None]] = {
     "OneHot": ({"axis": 0}, [(3,), np.array(4, np.int64), np.array([0, 1], np.float32)], None),
     "Mod": ({"fmod": 0}, [(2,), (2,)], None),
     "Swish": ({"alpha": 2.0}, None, None),
+    "ConvAct": (
+        {
+            "kernel_shape": [3, 3],
+            "pads": [1, 0, 1, 0],
+            "group": 2,
+            "activation": "Clip",
+            "activation_params": [0.0, 6.0],
+        },
+        [(1, 4, 8, 8), c(6, 2, 3, 3), c(6)],
+        None,
+    ),
+    "MatMulAct": ({"activation": "Sigmoid"}, [(2, 3), c(3, 4), c(4)], None),
     "Where": ({}, [(2,), (2,), (2,)], None),
 }
 

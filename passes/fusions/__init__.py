@@ -1,0 +1,27 @@
+"""Graph fusions: pattern rules that turn op chains into fewer, bigger ops.
+
+Each module holds one rule family and exports ``rules`` (a :class:`RuleSet`);
+:data:`DEFAULT_RULES` assembles them in the order they are tried at an anchor
+node. Recognition rules (GELU, Swish/HardSwish, LayerNorm) come first so that
+what they produce can be absorbed by the conv/matmul fusions in a later round.
+"""
+
+from __future__ import annotations
+
+from passes.base import PassContext
+from passes.fusions import activation, conv, gelu, layernorm, matmul
+from passes.fusions.engine import MatchResult, Rule, RulePass, RuleSet
+
+__all__ = ["DEFAULT_RULES", "Fusions", "MatchResult", "Rule", "RulePass", "RuleSet"]
+
+DEFAULT_RULES: RuleSet = gelu.rules + activation.rules + layernorm.rules + conv.rules + matmul.rules
+"""Every fusion rule, in trial order."""
+
+
+class Fusions(RulePass):
+    """The default fusions (``ctx.options["fuse_activations"]``: "mappable" or "all")."""
+
+    name = "Fusions"
+
+    def __init__(self, ctx: PassContext | None = None, rules: RuleSet | None = None) -> None:
+        super().__init__(rules or DEFAULT_RULES, ctx)

@@ -1,14 +1,27 @@
 """Executor latency side by side with onnxruntime (2 intra-op threads), same process.
 
     .venv/bin/python -m benchmarks.bench_latency [--models resnet50,mobilenet_v2,bert_base]
-        [--runs 10] [--json out.json]
+        [--runs 10] [--protocol blocks|alternate] [--profile] [--json out.json]
 
 For each model: build it (random weights, seed 0), convert it with liteconv
 (default pipeline) to a `.ms` in a temp folder, load it, then time
-onnxruntime and the liteconv executor on the same inputs, alternating, with
-one warm-up run each. Prints median milliseconds and the ratio
-executor/onnxruntime (lower is better), plus the cosine similarity of the
-outputs so a fast-but-wrong run can't pass unnoticed.
+onnxruntime and the liteconv executor on the same inputs, one warm-up run
+each. Prints median milliseconds and the ratio executor/onnxruntime (lower
+is better), plus the cosine similarity of the outputs so a fast-but-wrong
+run can't pass unnoticed.
+
+Protocol. Both runtimes leave worker threads busy-waiting after a call
+(onnxruntime's intra-op pool spins, OpenBLAS's threads poll for new work),
+and on a 2-core machine those spinners steal the cores from whichever
+runtime runs next: run-by-run alternation slows *both* sides by 2-3x and
+makes the ratio meaningless. The default ``blocks`` protocol therefore
+times rounds of consecutive runs of one runtime, with a short pause before
+each block so the other runtime's threads go idle; ``alternate`` is the
+old one-run-each alternation, kept for comparison.
+
+OpenBLAS picks its GEMM kernels from ``OPENBLAS_CORETYPE`` when that is set
+(e.g. ``Haswell`` = AVX2 on an AVX-512 machine, about half the peak); the
+value in effect is printed with the results.
 """
 
 from __future__ import annotations
@@ -63,7 +76,36 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
 
 
-def bench_one(name: str, runs: int, workdir: Path) -> dict:
+def _time_blocks(
+    fns: list[Callable[[], object]], runs: int, block: int = 5, pause: float = 0.25
+) -> list[list[float]]:
+    """Seconds per call of each fn, in rounds of ``block`` calls after a pause."""
+    times: list[list[float]] = [[] for _ in fns]
+    while len(times[0]) < runs:
+        n = min(block, runs - len(times[0]))
+        for fn, acc in zip(fns, times, strict=True):
+            time.sleep(pause)
+            fn()  # re-warm caches after the pause; not timed
+            for _ in range(n):
+                t0 = time.perf_counter()
+                fn()
+                acc.append(time.perf_counter() - t0)
+    return times
+
+
+def _time_alternate(fns: list[Callable[[], object]], runs: int) -> list[list[float]]:
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, acc in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t0)
+    return times
+
+
+def bench_one(
+    name: str, runs: int, workdir: Path, protocol: str = "blocks", profile: bool = False
+) -> dict:
     import onnxruntime as ort
 
     import converter
@@ -85,45 +127,54 @@ def bench_one(name: str, runs: int, workdir: Path) -> dict:
     got = model.run(feeds)
     cos = _cosine(np.asarray(list(got.values())[0]), ref[0])
 
-    t_ort: list[float] = []
-    t_exe: list[float] = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feeds)
-        t_ort.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        model.run(feeds)
-        t_exe.append(time.perf_counter() - t0)
+    fns = [lambda: sess.run(None, feeds), lambda: model.run(feeds)]
+    timer = _time_blocks if protocol == "blocks" else _time_alternate
+    t_ort, t_exe = timer(fns, runs)
     ort_ms = statistics.median(t_ort) * 1e3
     exe_ms = statistics.median(t_exe) * 1e3
-    return {
+    row = {
         "model": name,
         "runs": runs,
+        "protocol": protocol,
         "onnxruntime_ms": round(ort_ms, 3),
         "executor_ms": round(exe_ms, 3),
         "ratio": round(exe_ms / ort_ms, 2),
         "cosine": round(cos, 6),
         "nodes": len(model.graph),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "auto"),
     }
+    if profile:
+        from converter.executor.runtime import Runtime
+
+        rt = Runtime(model.graph, profile=True)
+        for _ in range(3):
+            rt.run(feeds)
+        row["profile"] = rt.profile_table()
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet50,mobilenet_v2,bert_base")
     ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--protocol", choices=["blocks", "alternate"], default="blocks")
+    ap.add_argument("--profile", action="store_true", help="print seconds per op (3 runs)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            row = bench_one(name, args.runs, Path(tmp))
+            row = bench_one(name, args.runs, Path(tmp), args.protocol, args.profile)
             rows.append(row)
             print(
                 f"{row['model']:<16} onnxruntime {row['onnxruntime_ms']:>9.2f} ms   "
                 f"executor {row['executor_ms']:>9.2f} ms   ratio {row['ratio']:>6.2f}x   "
-                f"cosine {row['cosine']:.6f}   (median of {row['runs']}, {os.cpu_count()} cpus)",
+                f"cosine {row['cosine']:.6f}   (median of {row['runs']}, {args.protocol}, "
+                f"{os.cpu_count()} cpus, OPENBLAS_CORETYPE={row['openblas_coretype']})",
                 flush=True,
             )
+            if args.profile:
+                print(row["profile"], flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
 

@@ -4,7 +4,12 @@ A kernel is ``fn(ctx, *inputs) -> array | tuple[array, ...]`` registered under
 an IR op name. ``inputs`` are NumPy arrays (None for omitted optional
 inputs); ``ctx`` gives attributes with their declared defaults
 (``ctx.attr("axis")``), the node, the number of outputs, and ``ctx.run_graph``
-for control-flow bodies. Kernels never mutate their inputs.
+for control-flow bodies. Kernels never mutate their inputs, except those the
+runtime donated for this call: ``ctx.donated`` lists input positions whose
+arrays nothing else will read (see ``converter/executor/runtime.py``), so a
+kernel may overwrite them or return them as its result (``ctx.reusable(i)``).
+A kernel that forwards its ``ctx`` to another kernel with different inputs
+must not let that kernel rely on ``ctx.donated``.
 
 ``ctx.cache`` is a per-node dict a kernel may use to keep work that depends
 only on attributes or constant inputs (a reshaped weight, say) across runs.
@@ -28,7 +33,7 @@ class UnsupportedKernel(Exception):
 
 
 class KernelContext:
-    __slots__ = ("_runtime", "attrs", "cache", "node", "num_outputs")
+    __slots__ = ("_runtime", "attrs", "cache", "donated", "node", "num_outputs")
 
     def __init__(self, node: Node, runtime: Any) -> None:
         self.node = node
@@ -41,9 +46,14 @@ class KernelContext:
         attrs = {k: a.default for k, a in opdef.attrs.items() if not a.required}
         attrs.update(node.attrs)
         self.attrs: Mapping[str, Any] = attrs
+        self.donated: tuple[int, ...] = ()
 
     def attr(self, name: str) -> Any:
         return self.attrs[name]
+
+    def reusable(self, i: int) -> bool:
+        """Whether input ``i`` was donated: the kernel may overwrite it in this call."""
+        return i in self.donated
 
     def run_graph(
         self, graph: Graph, inputs: list[np.ndarray | None], scope: Mapping[int, Any]

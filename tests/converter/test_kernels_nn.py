@@ -167,6 +167,52 @@ def test_conv_1d_3d(xshape: tuple, wshape: tuple, attrs: dict[str, Any]) -> None
     check_nhwc("Conv", inputs, attrs, y)
 
 
+CONV_WIDE = [
+    dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[7, 7], strides=[2, 2], pads=[3, 3, 3, 3]),
+    dict(kernel_shape=[3, 3], dilations=[2, 3], pads=[2, 1, 0, 3]),
+    dict(kernel_shape=[3, 5], strides=[1, 3], pads=[0, 2, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER", group=2),
+    dict(kernel_shape=[2, 4], strides=[3, 2], dilations=[2, 1], auto_pad="SAME_LOWER"),
+]
+
+
+@pytest.mark.parametrize("attrs", CONV_WIDE)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_conv2d_wide_inputs_use_the_polyphase_path(attrs: dict[str, Any], batch: int) -> None:
+    """Wide rows make the flat (polyphase im2col) path cheap enough to be chosen."""
+    from converter.executor.kernels import nn as kernels
+
+    g, k = attrs.get("group", 1), attrs["kernel_shape"]
+    x, w = rand(batch, 4, 11, 80), rand(6, 4 // g, *k)
+    inputs: Inputs = [("x", x), ("w", w), ("b", rand(6))]
+    (y,) = check("Conv", inputs, attrs, consts=("w", "b"))
+    check_nhwc("Conv", inputs, attrs, y)
+    ctx = _FakeCtx({"strides": None, "dilations": None, "pads": None, "auto_pad": "NOTSET",
+                    "group": 1, **attrs})
+    assert kernels._ConvPlan(ctx, x.shape, w).phases is not None
+
+
+class _FakeCtx:
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        self.attrs, self.cache = attrs, {}
+
+    def attr(self, name: str) -> Any:
+        return self.attrs[name]
+
+
+def test_conv_negative_pads_crop() -> None:
+    x, w = rand(1, 2, 9, 30), rand(3, 2, 3, 3)
+    dw = rand(2, 1, 3, 3)
+    for weight, group in ((w, 1), (dw, 2)):
+        attrs = dict(pads=[-1, 1, 0, -2], group=group)
+        got = run_ir("Conv", [("x", x), ("w", weight)], attrs)[0]
+        xp = np.pad(x, ((0, 0), (0, 0), (0, 0), (1, 0)))[:, :, 1:, :-2]
+        want = run_onnx("Conv", [("x", xp), ("w", weight)], dict(group=group))[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def test_conv_float16_stays_float16() -> None:
     x, w = rand(1, 2, 5, 5, dtype=np.float16), rand(3, 2, 3, 3, dtype=np.float16)
     check("Conv", [("x", x), ("w", w)], {}, rtol=1e-2, atol=1e-2)
@@ -575,3 +621,34 @@ def test_every_declared_nn_op_has_a_kernel() -> None:
 
     assert {o.name for o in decls.OPS} == set(kernels.KERNELS)
     assert isinstance(onnx.__version__, str)
+
+
+def test_donated_inputs_are_normalized_in_place_correctly() -> None:
+    """Relu -> BatchNormalization -> Softmax -> LayerNormalization, each input donated."""
+    graph = ir.Graph()
+    x = ir.Value("x", DataType.FLOAT, (2, 3, 4, 5))
+    graph.inputs = [x]
+    c = 3
+    bn = [rand(c), rand(c), rand(c), np.abs(rand(c)) + 0.5]
+    scale, bias = rand(5), rand(5)
+    relu = graph.append(ir.Node("Relu", [x], 1, {}))
+    bnode = graph.append(ir.Node(
+        "BatchNormalization",
+        [relu.outputs[0], *(ir.Value(f"bn{i}", const=a) for i, a in enumerate(bn))], 1, {}))
+    soft = graph.append(ir.Node("Softmax", [bnode.outputs[0]], 1, {"axis": 1}))
+    ln = graph.append(ir.Node(
+        "LayerNormalization",
+        [soft.outputs[0], ir.Value("s", const=scale), ir.Value("b", const=bias)], 1, {}))
+    graph.outputs = list(ln.outputs)
+    xa = rand(2, 3, 4, 5)
+    x0 = xa.copy()
+    (got,) = Runtime(graph).run({"x": xa}).values()
+    r = np.maximum(xa, 0)
+    a = bn[0] / np.sqrt(bn[3] + 1e-5)
+    y = r * a.reshape(c, 1, 1) + (bn[1] - bn[2] * a).reshape(c, 1, 1)
+    e = np.exp(y - y.max(axis=1, keepdims=True))
+    s = e / e.sum(axis=1, keepdims=True)
+    mu, var = s.mean(axis=-1, keepdims=True), s.var(axis=-1, keepdims=True)
+    want = (s - mu) / np.sqrt(var + 1e-5) * scale + bias
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(xa, x0)

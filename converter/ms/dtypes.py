@@ -87,11 +87,11 @@ def encode_payload(array: np.ndarray) -> np.ndarray | bytes:
     if dtype == DataType.STRING:
         return _encode_strings(array)
     if dtype in _PACKED:
-        nibbles = np.ascontiguousarray(array).reshape(-1).view(np.uint8) & 0x0F
+        nibbles = np.require(array, requirements="C").reshape(-1).view(np.uint8) & 0x0F
         if nibbles.size % 2:
             nibbles = np.append(nibbles, np.uint8(0))
         return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8)
-    arr = np.ascontiguousarray(array)
+    arr = np.require(array, requirements="C")
     if arr.dtype.byteorder == ">":
         arr = arr.astype(arr.dtype.newbyteorder("<"))
     return arr

@@ -148,7 +148,7 @@ def _encode_ref(b: flatbuffers.Builder, spec: FieldSpec, value: Any) -> int:
         nbytes = memoryview(value.data).nbytes
         return _raw_vector(b, value.data, 1, nbytes, value.align)
     dtype = _NP[kind[1:-1]]
-    arr = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+    arr = np.require(np.asarray(value, dtype=dtype), requirements="C")
     return _raw_vector(b, arr, dtype.itemsize, arr.size, dtype.itemsize)
 
 

@@ -298,7 +298,7 @@ class LayerContext:
     # -- emission --------------------------------------------------------------------
     def const(self, array: Any, hint: str, dtype: Any = np.float32) -> Value:
         name = self._net.unique(f"{self.layer.name}/{hint}", self._net.value_names)
-        return Value(name, const=np.ascontiguousarray(np.asarray(array, dtype=dtype)))
+        return Value(name, const=np.require(np.asarray(array, dtype=dtype), requirements="C"))
 
     def emit(
         self,

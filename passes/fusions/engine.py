@@ -251,7 +251,7 @@ class Builder:
 
     def const(self, array: np.ndarray, base: str) -> Value:
         """A new constant named after ``base``."""
-        return Value(self.match.top.unique_name(base), const=np.ascontiguousarray(array))
+        return Value(self.match.top.unique_name(base), const=np.require(array, requirements="C"))
 
 
 CheckFn = Callable[[Match], MatchResult]

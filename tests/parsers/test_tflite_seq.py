@@ -60,11 +60,6 @@ def test_lstm_becomes_ir_lstm_with_onnx_gate_order(models):
     np.testing.assert_array_equal(w[0], np.concatenate([gates[0], gates[3], gates[1], gates[2]]))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor buffer donation corrupts a Split output here (runtime.py _donations); "
-    "passes with donation disabled",
-)
 def test_lstm_with_active_cell_clip_is_unrolled(tmp_path_factory: pytest.TempPathFactory):
     """12 steps > cell_clip 10: the clip may bite, so the LSTM is lowered step by step."""
     src = build_cached(tmp_path_factory.mktemp("tflite_lstm12"), "lstm", "float32", steps=12)

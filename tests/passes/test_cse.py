@@ -139,3 +139,22 @@ def test_training_dropouts_are_random_and_not_merged() -> None:
     g = b.outputs(b.op("Sum", d1, d2, i1, i2))
     assert EliminateCommonSubexpressions()(g).modified
     assert [n.op for n in g.nodes].count("Dropout") == 3
+
+
+def test_scalar_and_one_element_constants_stay_distinct():
+    """Test: a 0-d constant and a [1] constant with equal bytes are not merged (shape differs)."""
+    import numpy as np
+
+    from ir import DataType, Graph, Node, Value
+    from passes.cse import EliminateCommonSubexpressions
+
+    g = Graph()
+    x = Value("x", DataType.FLOAT, (2, 3))
+    g.inputs = [x]
+    scalar = Value("idx", const=np.array(1, np.int64))
+    vector = Value("idx1", const=np.array([1], np.int64))
+    a = g.append(Node("Gather", [x, scalar], attrs={"axis": 1}, name="a"))
+    b = g.append(Node("Gather", [x, vector], attrs={"axis": 1}, name="b"))
+    g.outputs = [a.outputs[0], b.outputs[0]]
+    EliminateCommonSubexpressions()(g)
+    assert a.inputs[1] is scalar and b.inputs[1] is vector

@@ -90,7 +90,7 @@ def _scan(ctx: KernelContext, *inputs: np.ndarray) -> list[np.ndarray]:
         if out_dirs[k]:
             y = y[::-1]
         axis = out_axes[k] % y.ndim
-        results.append(np.ascontiguousarray(np.moveaxis(y, 0, axis)))
+        results.append(np.require(np.moveaxis(y, 0, axis), requirements="C"))
     return results
 
 

@@ -175,7 +175,7 @@ def _running(
         out = shifted
     if ctx.attr("reverse"):
         out = np.flip(out, ax)
-    return np.ascontiguousarray(out).astype(x.dtype, copy=False)
+    return np.require(out, requirements="C").astype(x.dtype, copy=False)
 
 
 # -- normalizations and losses --------------------------------------------------------------

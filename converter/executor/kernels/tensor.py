@@ -535,7 +535,7 @@ def _col2im(
         )
         out[(slice(None), slice(None), *where)] += cols_view[:, :, t]
     crop = tuple(slice(pads[d], pads[d] + image[d]) for d in range(nd))
-    return np.ascontiguousarray(out[(slice(None), slice(None), *crop)])
+    return np.require(out[(slice(None), slice(None), *crop)], requirements="C")
 
 
 def _max_unpool(
@@ -588,7 +588,7 @@ def _causal_conv_with_state(
     if act != "none":
         out = out * (1.0 / (1.0 + np.exp(-out)))
     state = padded[:, :, padded.shape[2] - (k - 1) :]
-    return out.astype(x.dtype), np.ascontiguousarray(state)
+    return out.astype(x.dtype), np.require(state, requirements="C")
 
 
 # -- strings ---------------------------------------------------------------------
@@ -709,7 +709,7 @@ def _rotary_embedding(
         rot = np.concatenate((real, imag), axis=-1)
     out = np.concatenate((rot, rest), axis=-1)
     out = out.reshape(x.shape) if x.ndim == 3 else out.transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(out).astype(x.dtype)
+    return np.require(out, requirements="C").astype(x.dtype)
 
 
 def _corners(boxes: np.ndarray, center: bool) -> np.ndarray:

@@ -181,6 +181,20 @@ def _say(quiet: bool) -> Callable[[str], None]:
     default=None,
     help="Write the graph after every pass as ONNX (open in Netron).",
 )
+@click.option(
+    "--configFile",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="MindSpore Lite style config: [common_quant_param], [full_quant_param], ...",
+)
+@click.option(
+    "--fp16",
+    type=click.Choice(["on", "off", "auto"]),
+    default="off",
+    show_default=True,
+    help="Store weights and compute in float16 (auto: keep sensitive ops in float32).",
+)
 @click.option("--verify", is_flag=True, help="Run the .ms and the source model; compare outputs.")
 @_threshold_options
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
@@ -194,6 +208,8 @@ def convert_cmd(
     input_shape: str | None,
     optimize: str,
     dump_dir: str | None,
+    config_file: str | None,
+    fp16: str,
     verify: bool,
     cosine: float,
     accuracy: float | None,
@@ -222,6 +238,8 @@ def convert_cmd(
         input_shapes=input_shape,
         optimize=optimize,
         dump_dir=dump_dir,
+        config_file=config_file,
+        fp16=fp16,
         verify=verify,
         thresholds=_thresholds(cosine, accuracy, atol, rtol),
         inputs=inputs,

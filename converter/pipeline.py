@@ -7,6 +7,7 @@ source framework, the writer never optimizes, and verification runs the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -50,6 +51,7 @@ class ConvertResult:
     seconds: dict[str, float]
     verify: VerifyReport | None = None
     files: list[Path] = field(default_factory=list)
+    compression: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_input_shapes(spec: str | Mapping[str, Any] | None) -> dict[str, list[int]] | None:
@@ -160,6 +162,8 @@ def convert(
     input_shapes: str | Mapping[str, Any] | None = None,
     optimize: str = "general",
     dump_dir: str | os.PathLike | None = None,
+    config_file: str | os.PathLike | None = None,
+    fp16: str = "off",
     verify: bool = False,
     thresholds: Thresholds | None = None,
     inputs: Mapping[str, np.ndarray] | str | os.PathLike | None = None,
@@ -170,11 +174,16 @@ def convert(
 ) -> ConvertResult:
     """Convert ``model_file`` to a ``.ms`` file (``.ms`` appended when missing).
 
-    With ``verify`` the written file is read back, run by the executor and
-    compared with the source framework's runtime; a broken tolerance raises
-    :class:`VerificationFailed` (after the report is written) unless
-    ``raise_on_mismatch`` is False.
+    ``config_file`` is a MindSpore Lite style config (``converter.config``);
+    ``fp16`` is ``off``, ``on`` or ``auto``. With ``verify`` the written file is
+    read back, run by the executor and compared with the source framework's
+    runtime; a broken tolerance raises :class:`VerificationFailed` (after the
+    report is written) unless ``raise_on_mismatch`` is False. ``report`` gets
+    the conversion summary (nodes, passes, timings, file sizes, compression)
+    and, with ``verify``, the verification metrics.
     """
+    from converter.compress import compress_graph
+    from converter.config import load_config
     from converter.ms import read_ms, write_ms
 
     say = progress or (lambda msg: logger.info("%s", msg))
@@ -184,6 +193,9 @@ def convert(
         out = out.with_name(out.name + ".ms")
     shapes = parse_input_shapes(input_shapes)
     feeds = load_feeds(inputs)
+    config = load_config(config_file) if config_file is not None else None
+    if fp16 not in ("off", "on", "auto"):
+        raise UsageError(f"--fp16={fp16}: use on, off or auto")
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -198,11 +210,17 @@ def convert(
     after = sum(1 for _ in graph.all_nodes())
     say(f"optimized ({optimize}): {before} -> {after} nodes in {seconds['optimize']:.2f}s")
 
+    compression: dict[str, Any] = {}
+    if config is not None or fp16 != "off":
+        t0 = time.perf_counter()
+        compression = compress_graph(graph, config, fp16, say)
+        seconds["compress"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     files = write_ms(graph, out)
     seconds["write"] = time.perf_counter() - t0
-    size = sum(f.stat().st_size for f in files) if files else out.stat().st_size
+    size = sum(f.stat().st_size for f in files)
     say(f"wrote {out} ({_human(size)}) in {seconds['write']:.2f}s")
 
     result = ConvertResult(
@@ -212,8 +230,19 @@ def convert(
         nodes_after=after,
         passes=pm.summary(),
         seconds=seconds,
-        files=list(files or [out]),
+        files=list(files),
+        compression=compression,
     )
+    summary = {
+        "source": str(model_file),
+        "fmk": fmk,
+        "model": str(out),
+        "nodes": {"parsed": before, "optimized": after},
+        "passes": result.passes,
+        "seconds": seconds,
+        "files": {f.name: f.stat().st_size for f in result.files},
+        "compression": compression,
+    }
     if verify:
         t0 = time.perf_counter()
         written = read_ms(out)
@@ -224,13 +253,12 @@ def convert(
         seconds["verify"] = time.perf_counter() - t0
         for line in result.verify.lines():
             say(line)
-        if report is not None:
-            write_text_atomic(Path(report), result.verify.to_json())
-        if not result.verify.passed and raise_on_mismatch:
-            bad = [m.name for m in result.verify.outputs if not m.passed]
-            raise VerificationFailed(f"verification failed on output(s): {', '.join(bad)}")
-    elif report is not None:
-        raise UsageError("--report needs --verify")
+    if report is not None:
+        data = {**(result.verify.to_dict() if result.verify else {}), "conversion": summary}
+        write_text_atomic(Path(report), json.dumps(data, indent=2, default=str))
+    if result.verify is not None and not result.verify.passed and raise_on_mismatch:
+        bad = [m.name for m in result.verify.outputs if not m.passed]
+        raise VerificationFailed(f"verification failed on output(s): {', '.join(bad)}")
     return result
 
 

@@ -78,6 +78,9 @@ class VerifyReport:
     passed: bool
     reference: str = ""
 
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.to_json())
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)
 

@@ -387,8 +387,10 @@ def write_ms(
     external_threshold: int | None = None,
     inline_limit: int = INLINE_LIMIT,
     fmk: str | None = None,
-) -> None:
+) -> list[Path]:
     """Write ``graph`` to ``path``; large constants go to ``<path>.weights``.
+
+    Returns the files written (the model, then the weights file if any).
 
     ``external_threshold``: constants of at least this many bytes are stored
     externally (None: only as many as needed to keep ``inline_limit``).
@@ -406,3 +408,4 @@ def write_ms(
             f.write(segment)
     if not indices and weights.exists():
         weights.unlink()  # a stale side file of an earlier write
+    return [path, weights] if indices else [path]

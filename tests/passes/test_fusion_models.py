@@ -60,7 +60,8 @@ def test_bert_layer_norms_and_gelus_are_recognized(tmp_path: Path) -> None:
     ops = g.count_ops()
     assert ops["LayerNormalization"] == 1 + 2 * cfg.layers
     assert ops["Gelu"] == cfg.layers
-    assert ops["MatMulAct"] == 6 * cfg.layers
+    assert ops["MatMulAct"] == 4 * cfg.layers  # Q/K/V fused into one projection
+    assert ops["Attention"] == cfg.layers
     for gone in ("ReduceMean", "Sqrt", "Erf", "Pow"):
         assert gone not in ops
 

@@ -30,11 +30,16 @@ __all__ = [
     "build",
     "conv_zoo",
     "efficientnet_lite",
+    "keras_gru",
+    "keras_lstm",
+    "keras_rnn",
+    "keras_simple_rnn",
     "lstm_model",
     "mobilenet_v2",
     "resnet",
     "to_tflite",
     "transformer_block",
+    "while_loop",
 ]
 
 FORMS = ("float32", "float16", "int8")
@@ -200,6 +205,85 @@ def lstm_model(steps: int = 12, features: int = 8, units: int = 16, seed: int = 
     return FusedLstmNet()
 
 
+def keras_rnn(
+    cell: str = "lstm", steps: int = 8, features: int = 6, units: int = 12,
+    sequences: bool = True, bidirectional: bool = False, stacked: bool = False,
+    state: bool = False, seed: int = 0, **layer_kwargs: Any,
+) -> Any:
+    """A plain Keras 3 recurrent layer (``cell``: lstm, gru or simple), which the TFLite
+    converter turns into a WHILE loop (not a fused op).
+
+    ``sequences``: return the whole sequence (else the last output); ``state``: also return
+    the final states; ``bidirectional``/``stacked``: a Bidirectional wrapper / a second
+    layer first. Biases are randomised (Keras initialises them to zeros or ones, which
+    would hide gate-order mistakes); ``layer_kwargs`` go to the layer (e.g.
+    ``reset_after=False``, ``recurrent_activation="hard_sigmoid"``).
+    """
+    keras = _keras()
+    keras.utils.set_random_seed(seed)
+    L = keras.layers  # noqa: N806
+    kind = {"lstm": L.LSTM, "gru": L.GRU, "simple": L.SimpleRNN}[cell]
+    x_in = keras.Input((steps, features), batch_size=1)
+    x = x_in
+    if stacked:
+        x = kind(units, return_sequences=True, **layer_kwargs)(x)
+    layer = kind(units, return_sequences=sequences, return_state=state, **layer_kwargs)
+    if bidirectional:
+        layer = L.Bidirectional(layer)
+    out = layer(x)
+    model = keras.Model(x_in, out)
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        if v.path.endswith("bias"):
+            v.assign((0.3 * rng.standard_normal(tuple(v.shape))).astype(np.float32))
+    return model
+
+
+def keras_lstm(**kwargs: Any) -> Any:
+    """:func:`keras_rnn` with an LSTM layer."""
+    return keras_rnn("lstm", **kwargs)
+
+
+def keras_gru(**kwargs: Any) -> Any:
+    """:func:`keras_rnn` with a GRU layer (``reset_after=True`` by default)."""
+    return keras_rnn("gru", **kwargs)
+
+
+def keras_simple_rnn(**kwargs: Any) -> Any:
+    """:func:`keras_rnn` with a SimpleRNN layer (a loop that is neither LSTM nor GRU)."""
+    return keras_rnn("simple", **kwargs)
+
+
+def while_loop(rows: int = 2, cols: int = 3, seed: int = 0) -> Any:
+    """A ``tf.cond`` then a ``tf.while_loop`` with a data-dependent trip count and a
+    ``tf.cond`` inside (IF, WHILE with an IF in its body; not a recurrent layer)."""
+    _keras()
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    w = tf.constant((rng.standard_normal((cols, cols)) / np.sqrt(cols)).astype(np.float32))
+    spec = tf.TensorSpec((rows, cols), tf.float32)
+
+    class WhileLoop(tf.Module):
+        input_shapes = [(rows, cols)]
+
+        @tf.function(input_signature=[spec])
+        def fn(self, x):  # noqa: ANN001, ANN202
+            def body(i, y):  # noqa: ANN001, ANN202
+                y = tf.cond(tf.reduce_sum(y) > 0.0, lambda: tf.tanh(y @ w) * 1.5 - 0.2,
+                            lambda: y * 0.5 + 1.0)  # fmt: skip
+                return i + 1, y
+
+            def cond(i, y):  # noqa: ANN001, ANN202
+                return tf.logical_and(i < 10, tf.reduce_max(tf.abs(y)) < 20.0)
+
+            x = tf.cond(tf.reduce_mean(x) > -5.0, lambda: x * 2.0, lambda: -x)
+            n, y = tf.while_loop(cond, body, [tf.constant(0), x])
+            return y * tf.cast(n, tf.float32)
+
+    return WhileLoop()
+
+
 def transformer_block(
     seq: int = 16, dim: int = 32, heads: int = 4, vocab: int = 0, seed: int = 0
 ) -> Any:
@@ -278,6 +362,10 @@ BUILDERS: dict[str, Callable[..., Any]] = {
     "lstm": lstm_model,
     "transformer": transformer_block,
     "conv_zoo": conv_zoo,
+    "keras_lstm": keras_lstm,
+    "keras_gru": keras_gru,
+    "keras_simple_rnn": keras_simple_rnn,
+    "while_loop": while_loop,
 }
 
 

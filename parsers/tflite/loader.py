@@ -1,4 +1,4 @@
-"""Reading a ``.tflite`` flatbuffer: tensors, buffers, quantization, operators.
+"""Reading a ``.tflite`` flatbuffer: subgraphs, tensors, buffers, quantization, operators.
 
 The file is read with the ``tflite`` package's generated accessors. Everything a
 lowering needs is copied into small dataclasses (:class:`Tensor`, :class:`Operator`):
@@ -22,7 +22,7 @@ from tflite.utils import BUILTIN_OPCODE2NAME
 from ir import DataType
 from parsers.errors import BadModelError
 
-__all__ = ["Model", "Operator", "Quant", "Tensor", "load_model"]
+__all__ = ["Model", "Operator", "Quant", "Subgraph", "Tensor", "load_model"]
 
 _TYPES: dict[int, DataType] = {
     0: DataType.FLOAT, 1: DataType.FLOAT16, 2: DataType.INT32, 3: DataType.UINT8,
@@ -77,16 +77,51 @@ class Operator:
 
 
 @dataclass
-class Model:
-    source: str
-    version: int
-    description: str
+class Subgraph:
+    """One TFLite subgraph: its own tensor table, operators, inputs and outputs."""
+
+    index: int
+    name: str
     tensors: list[Tensor]
     operators: list[Operator]
     inputs: list[int]
     outputs: list[int]
-    subgraphs: int
+
+
+@dataclass
+class Model:
+    """The model: ``graphs[0]`` is the main subgraph, the others are bodies of control-flow
+    operators (WHILE, IF, CALL_ONCE), referred to by index."""
+
+    source: str
+    version: int
+    description: str
+    graphs: list[Subgraph]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main(self) -> Subgraph:
+        return self.graphs[0]
+
+    @property
+    def tensors(self) -> list[Tensor]:
+        return self.graphs[0].tensors
+
+    @property
+    def operators(self) -> list[Operator]:
+        return self.graphs[0].operators
+
+    @property
+    def inputs(self) -> list[int]:
+        return self.graphs[0].inputs
+
+    @property
+    def outputs(self) -> list[int]:
+        return self.graphs[0].outputs
+
+    @property
+    def subgraphs(self) -> int:
+        return len(self.graphs)
 
 
 def load_model(path: str | os.PathLike) -> Model:
@@ -114,34 +149,45 @@ def _read(buf: bytes, source: str) -> Model:
         raise BadModelError(f"{source}: the model has no subgraph")
     codes = [_opcode(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
     buffers = _Buffers(model, buf, source)
-    sg = model.Subgraphs(0)
-    tensors = [_tensor(sg.Tensors(i), i, buffers) for i in range(sg.TensorsLength())]
-    ops = []
-    for i in range(sg.OperatorsLength()):
-        op = sg.Operators(i)
-        k = op.OpcodeIndex()
-        if not 0 <= k < len(codes):
-            raise BadModelError(f"{source}: operator {i} has opcode index {k} out of range")
-        code, custom, version = codes[k]
-        ins = [int(t) for t in op.InputsAsNumpy()] if op.InputsLength() else []
-        outs = [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else []
-        for t in (*ins, *outs):
-            if t >= len(tensors) or t < -1:
-                raise BadModelError(f"{source}: operator {i} reads tensor {t} out of range")
-        ops.append(Operator(i, code, custom, version, ins, outs, _options(op)))
-    ins = [int(t) for t in sg.InputsAsNumpy()] if sg.InputsLength() else []
-    outs = [int(t) for t in sg.OutputsAsNumpy()] if sg.OutputsLength() else []
+    graphs = [
+        _subgraph(model.Subgraphs(k), k, codes, buffers, source)
+        for k in range(model.SubgraphsLength())
+    ]
     desc = model.Description()
     return Model(
         source=source,
         version=int(model.Version()),
         description=desc.decode("utf-8", "replace") if desc else "",
-        tensors=tensors,
-        operators=ops,
-        inputs=ins,
-        outputs=outs,
-        subgraphs=int(model.SubgraphsLength()),
+        graphs=graphs,
     )
+
+
+def _subgraph(
+    sg: Any, k: int, codes: list[tuple[str, str, int]], buffers: _Buffers, source: str
+) -> Subgraph:
+    tensors = [_tensor(sg.Tensors(i), i, buffers) for i in range(sg.TensorsLength())]
+    where = f"{source}: subgraph {k}" if k else source
+    ops = []
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        c = op.OpcodeIndex()
+        if not 0 <= c < len(codes):
+            raise BadModelError(f"{where}: operator {i} has opcode index {c} out of range")
+        code, custom, version = codes[c]
+        ins = [int(t) for t in op.InputsAsNumpy()] if op.InputsLength() else []
+        outs = [int(t) for t in op.OutputsAsNumpy()] if op.OutputsLength() else []
+        for t in (*ins, *outs):
+            if t >= len(tensors) or t < -1:
+                raise BadModelError(f"{where}: operator {i} reads tensor {t} out of range")
+        ops.append(Operator(i, code, custom, version, ins, outs, _options(op)))
+    ins = [int(t) for t in sg.InputsAsNumpy()] if sg.InputsLength() else []
+    outs = [int(t) for t in sg.OutputsAsNumpy()] if sg.OutputsLength() else []
+    for t in (*ins, *outs):
+        if not 0 <= t < len(tensors):
+            raise BadModelError(f"{where}: subgraph input/output {t} is out of range")
+    name = sg.Name()
+    return Subgraph(k, name.decode("utf-8", "replace") if name else f"subgraph_{k}",
+                    tensors, ops, ins, outs)  # fmt: skip
 
 
 def _opcode(oc: Any) -> tuple[str, str, int]:

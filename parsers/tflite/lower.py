@@ -18,9 +18,13 @@ Each operator is lowered by the function registered for its builtin name in
 - ops that only move data (reshape, transpose, slices, max-pool, ...) run on the int
   tensors directly when all their quantized tensors share one scale and zero point.
 
-Tensors stay in TFLite's layout (NHWC); spatial ops get ``format="NHWC"``. The whole
-subgraph is lowered before anything is reported: unsupported builtins, custom ops and
-unsupported options are collected into one :class:`UnsupportedModelError`.
+Tensors stay in TFLite's layout (NHWC); spatial ops get ``format="NHWC"``. Subgraph 0 is
+the model; the other subgraphs belong to control-flow operators (WHILE, IF, CALL_ONCE, see
+:mod:`parsers.tflite.ops.control`), which lower them with :meth:`_Lowering.inline` into loop
+or branch bodies (or in place), binding their inputs to given Values; their tensors get
+unique names. The whole model is lowered before anything is reported: unsupported
+builtins, custom ops and unsupported options are collected into one
+:class:`UnsupportedModelError`.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ir import DataType, Graph, Node, QuantParams, Value, get_op, has_op
 from parsers.errors import InputShapeError, UnsupportedModelError
-from parsers.tflite.loader import Model, Operator, Quant, Tensor, load_model
+from parsers.tflite.loader import Model, Operator, Quant, Subgraph, Tensor, load_model
 
 __all__ = ["LoweringError", "OpContext", "parse_tflite"]
 
@@ -60,36 +65,65 @@ def parse_tflite(
     from parsers.tflite.ops import INT_SAFE, LOWERINGS
 
     model = load_model(path)
-    low = _Lowering(model, input_shapes)
+    shared = _Shared(model, LOWERINGS, INT_SAFE, {t.name for t in model.tensors},
+                     resized=bool(input_shapes))  # fmt: skip
+    low = _Lowering(shared, model.main, Graph(name="main"))
+    low.graph.meta.update(
+        {"source": model.source, "format": "tflite", "schema_version": model.version,
+         "description": model.description}
+    )  # fmt: skip
+    low.graph_inputs(dict(input_shapes or {}))
     for op in model.operators:
-        low.lower(op, LOWERINGS, INT_SAFE)
+        low.lower(op)
     low.finish()
-    if low.unsupported or low.problems:
-        raise UnsupportedModelError.from_findings(low.unsupported, low.problems, "TFLite")
+    if any(k.startswith("CUSTOM(Flex") for k in shared.unsupported):
+        shared.problems.append(
+            "Flex (SELECT_TF_OPS) custom ops need the TensorFlow runtime: convert with "
+            "TFLITE_BUILTINS only (TensorList ops of Keras RNNs then become builtins)"
+        )
+    if shared.unsupported or shared.problems:
+        raise UnsupportedModelError.from_findings(shared.unsupported, shared.problems, "TFLite")
     return low.graph
 
 
-class _Lowering:
-    """Model-wide state: tensor -> Value maps, names, findings."""
+@dataclass
+class _Shared:
+    """Model-wide state: the lowering table, names in use, findings, resource variables."""
 
-    def __init__(self, model: Model, input_shapes: Mapping[str, Sequence[int | str]] | None):
-        self.model = model
-        self.graph = Graph(name="main")
-        self.graph.meta.update(
-            {"source": model.source, "format": "tflite", "schema_version": model.version,
-             "description": model.description}
-        )  # fmt: skip
-        self.unsupported: dict[str, str] = {}
-        self.problems: list[str] = []
-        self.names: set[str] = {t.name for t in model.tensors}
-        self.node_names: set[str] = set()
+    model: Model
+    table: Mapping[str, Any]
+    int_safe: set[str]
+    names: set[str]
+    resized: bool = False
+    node_names: set[str] = field(default_factory=set)
+    unsupported: dict[str, str] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    variables: dict[str, Value] = field(default_factory=dict)  # resource name -> content
+    stack: list[int] = field(default_factory=list)  # subgraphs being lowered
+    called: set[int] = field(default_factory=set)  # CALL_ONCE init subgraphs inlined
+
+
+class _Lowering:
+    """One subgraph lowered into one IR graph: tensor -> Value maps of that subgraph.
+
+    The main subgraph (index 0) keeps TFLite's tensor names; the subgraphs of control-flow
+    operators are lowered (possibly several times) with unique names into bodies or inline.
+    """
+
+    def __init__(self, shared: _Shared, sg: Subgraph, graph: Graph, straight: bool = True):
+        self.shared = shared
+        self.model = shared.model
+        self.sg = sg
+        self.tensors = sg.tensors
+        self.graph = graph
+        self.straight = straight  # runs once, in order (main graph or inlined into it)
+        self.unsupported = shared.unsupported
+        self.problems = shared.problems
+        self.names = shared.names
+        self.node_names = shared.node_names
+        self.resized = shared.resized
         self.values: dict[int, Value] = {}
         self.float_views: dict[int, Value] = {}
-        self.resized = bool(input_shapes)
-        self._inputs(dict(input_shapes or {}))
-        if model.subgraphs > 1:
-            logger.debug("%s: %d subgraphs; control flow ops refer to them", model.source,
-                         model.subgraphs)
 
     # -- names -------------------------------------------------------------------
     def unique(self, base: str, taken: set[str] | None = None) -> str:
@@ -101,17 +135,21 @@ class _Lowering:
         taken.add(name)
         return name
 
+    def _tensor_name(self, t: Tensor) -> str:
+        """Main-graph tensors keep their (reserved) names; subgraph tensors get unique ones."""
+        return t.name if self.sg.index == 0 else self.unique(t.name)
+
     # -- graph inputs / tensors ----------------------------------------------------
-    def _inputs(self, shapes: dict[str, Sequence[int | str]]) -> None:
-        seen_names = {self.model.tensors[i].name for i in self.model.inputs}
+    def graph_inputs(self, shapes: dict[str, Sequence[int | str]]) -> None:
+        seen_names = {self.tensors[i].name for i in self.sg.inputs}
         unknown = sorted(set(shapes) - seen_names)
         if unknown:
             raise InputShapeError(
                 f"--inputShape names {', '.join(unknown)}, but the model's inputs are "
                 f"{', '.join(sorted(seen_names))}"
             )
-        for i in self.model.inputs:
-            t = self.model.tensors[i]
+        for i in self.sg.inputs:
+            t = self.tensors[i]
             if t.name in shapes:
                 dims = tuple(shapes[t.name])
                 if len(dims) != len(t.shape):
@@ -134,47 +172,81 @@ class _Lowering:
         v = self.values.get(index)
         if v is not None:
             return v
-        t = self.model.tensors[index]
+        t = self.tensors[index]
         if t.data is not None and t.sparse is None:
-            v = Value(t.name, const=t.data)
+            v = Value(self._tensor_name(t), const=t.data)
         elif t.is_variable:  # LSTM states etc.: their initial content (zeros)
-            v = Value(t.name, const=np.zeros(t.shape, t.dtype.numpy))
+            v = Value(self._tensor_name(t), const=np.zeros(t.shape, t.dtype.numpy))
         else:
             raise LoweringError(f"tensor {t.name!r} is read before any operator writes it")
         v.quant = _ir_quant(t.quant)
         self.values[index] = v
         return v
 
+    def tensor_shape(self, index: int, sg: Subgraph | None = None) -> tuple[Any, ...] | None:
+        """The declared shape of tensor ``index`` of ``sg`` (this subgraph by default;
+        None dims where dynamic, None when the user resized the inputs)."""
+        if self.resized:
+            return None
+        t = (sg or self.sg).tensors[index]
+        return tuple(d if s != -1 else None for d, s in zip(t.shape, t.signature, strict=True))
+
     def output_value(self, index: int) -> Value:
-        t = self.model.tensors[index]
+        t = self.tensors[index]
         if index in self.values:
             raise LoweringError(f"tensor {t.name!r} is written twice")
-        shape: tuple[Any, ...] | None
-        if self.resized:
-            shape = None
-        else:
-            shape = tuple(d if s != -1 else None for d, s in zip(t.shape, t.signature, strict=True))
-        v = Value(t.name, t.dtype, shape)
+        v = Value(self._tensor_name(t), t.dtype, self.tensor_shape(index))
         v.quant = _ir_quant(t.quant)
         self.values[index] = v
         return v
 
+    # -- subgraphs ---------------------------------------------------------------------
+    def subgraph(self, index: int) -> Subgraph:
+        """Subgraph ``index`` for a control-flow operator (refusing loops of references)."""
+        if not 0 < index < len(self.model.graphs):
+            raise LoweringError(f"subgraph index {index} is out of range")
+        if index in self.shared.stack or index == self.sg.index:
+            raise LoweringError(f"subgraph {index} refers to itself")
+        return self.model.graphs[index]
+
+    def inline(
+        self, index: int, graph: Graph, inputs: Sequence[Value], straight: bool = False
+    ) -> list[Value]:
+        """Lower subgraph ``index`` into ``graph`` with its inputs bound to ``inputs``;
+        returns the Values of its outputs. ``straight``: the nodes run once, in order."""
+        sg = self.subgraph(index)
+        if len(inputs) != len(sg.inputs):
+            raise LoweringError(
+                f"subgraph {sg.name!r} takes {len(sg.inputs)} inputs, {len(inputs)} are given"
+            )
+        child = _Lowering(self.shared, sg, graph, straight)
+        for t, v in zip(sg.inputs, inputs, strict=True):
+            child.values[t] = v
+        self.shared.stack.append(index)
+        try:
+            for op in sg.operators:
+                child.lower(op)
+        finally:
+            self.shared.stack.pop()
+        return [child.tensor_value(i) for i in sg.outputs]
+
     # -- operators -------------------------------------------------------------------
-    def lower(self, op: Operator, table: Mapping[str, Any], int_safe: set[str]) -> None:
+    def lower(self, op: Operator) -> None:
         key = op.code if op.code != "CUSTOM" else f"CUSTOM({op.custom_code})"
-        first_out = self.model.tensors[op.outputs[0]].name if op.outputs else op.code.lower()
+        first_out = self.tensors[op.outputs[0]].name if op.outputs else op.code.lower()
         name = self.unique(first_out, self.node_names)
-        fn = table.get(op.code) if op.code != "CUSTOM" else None
+        fn = self.shared.table.get(op.code) if op.code != "CUSTOM" else None
         if fn is None:
             self.unsupported.setdefault(key, name)
             self._placeholder(op, key, name)
             return
-        ctx = OpContext(self, op, name, op.code in int_safe)
+        ctx = OpContext(self, op, name, op.code in self.shared.int_safe)
         try:
             fn(ctx)
             ctx.finish()
         except LoweringError as exc:
-            self.problems.append(f"{op.code} {name!r}: {exc}")
+            where = f" (in subgraph {self.sg.name!r})" if self.sg.index else ""
+            self.problems.append(f"{op.code} {name!r}{where}: {exc}")
             self._placeholder(op, key, name)
 
     def _placeholder(self, op: Operator, key: str, name: str) -> None:
@@ -191,17 +263,19 @@ class _Lowering:
 
     def finish(self) -> None:
         outs = []
-        for i in self.model.outputs:
+        for i in self.sg.outputs:
             v = self.values.get(i)
             if v is None:
                 try:
                     v = self.tensor_value(i)
                 except LoweringError as exc:
                     self.problems.append(f"graph output: {exc}")
-                    v = Value(self.model.tensors[i].name)
-            if v.is_const or v.producer is None:  # a constant or an input as output
-                src = v
-                v = Value(self.unique(f"{src.name}_out"), src.dtype, src.shape)
+                    v = Value(self.tensors[i].name)
+            if v.is_const or v.producer is None or v.name != self.tensors[i].name:
+                src = v  # a constant, an input, or another tensor's value as output
+                renamed = not v.is_const and v.producer is not None
+                name = self.tensors[i].name if renamed else self.unique(f"{src.name}_out")
+                v = Value(name, src.dtype, src.shape)
                 self.graph.append(Node("Identity", [src], [v], {}, self.unique("output",
                                                                                self.node_names)))
             outs.append(v)
@@ -233,10 +307,10 @@ class OpContext:
     def tensor(self, i: int) -> Tensor:
         if not self.has(i):
             raise LoweringError(f"input {i} is missing")
-        return self.low.model.tensors[self.op.inputs[i]]
+        return self.low.tensors[self.op.inputs[i]]
 
     def out_tensor(self, j: int = 0) -> Tensor:
-        return self.low.model.tensors[self.op.outputs[j]]
+        return self.low.tensors[self.op.outputs[j]]
 
     def shape(self, i: int) -> tuple[Any, ...] | None:
         """Shape of input ``i`` as the IR knows it (None dims when unknown)."""
@@ -341,6 +415,17 @@ class OpContext:
         self._pending.append((tmp, raw, t))
         return tmp
 
+    def raw_out(self, j: int = 0) -> Value:
+        """The Value of output tensor ``j`` as stored (quantized outputs stay int)."""
+        return self.low.output_value(self.op.outputs[j])
+
+    def bind(self, j: int, value: Value) -> None:
+        """Make output tensor ``j`` the existing ``value`` (no node is emitted)."""
+        index = self.op.outputs[j]
+        if index in self.low.values:
+            raise LoweringError(f"tensor {self.out_tensor(j).name!r} is written twice")
+        self.low.values[index] = value
+
     def set_out(self, j: int, value: Value) -> None:
         """Make output ``j`` equal ``value`` (quantized or copied as needed)."""
         self.emit("Identity", [value], outputs=[self.out(j)])
@@ -423,7 +508,7 @@ class OpContext:
     def _same_quant(self) -> bool:
         """True when every quantized data tensor of the op shares one dtype and params."""
         ref: tuple[DataType, Quant] | None = None
-        tensors = [self.low.model.tensors[i] for i in (*self.op.inputs, *self.op.outputs)
+        tensors = [self.low.tensors[i] for i in (*self.op.inputs, *self.op.outputs)
                    if i >= 0]  # fmt: skip
         for t in tensors:
             if t.quant is None or t.dtype not in _QUANT_TYPES:

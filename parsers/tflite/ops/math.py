@@ -4,7 +4,8 @@ Binary ops broadcast like NumPy in both frameworks. ADD/SUB/MUL/DIV carry a fuse
 activation. Activations without an IR op of their own are expressed with existing
 ops: RELU6 = Clip(0, 6), RELU_N1_TO_1 = Clip(-1, 1), RSQRT = 1/sqrt, SQUARE = x*x,
 SQUARED_DIFFERENCE = (a-b)^2, NOT_EQUAL = Not(Equal). Reductions read their axes from a
-constant input; ARG_MAX/ARG_MIN produce int64 and are cast to the output type.
+constant input (REDUCE_ANY/REDUCE_ALL: ReduceMax/ReduceMin of the booleans cast to int32);
+ARG_MAX/ARG_MIN produce int64 and are cast to the output type.
 """
 
 from __future__ import annotations
@@ -122,6 +123,23 @@ def _reduce(op: str) -> Callable[[OpContext], None]:
     return lower
 
 
+def _reduce_bool(op: str) -> Callable[[OpContext], None]:
+    """REDUCE_ANY / REDUCE_ALL: the max / min of the booleans as 0/1 integers."""
+
+    def lower(ctx: OpContext) -> None:
+        keep = int(bool(ctx.opts.KeepDims())) if ctx.opts is not None else 0
+        axes = ctx.const(1)
+        if axes is not None:
+            axes_v = ctx.ints([int(a) for a in np.ravel(axes)], "axes")
+        else:
+            axes_v = ctx.one("Cast", [ctx.input(1)], {"to": int(DataType.INT64)})
+        x = ctx.one("Cast", [ctx.input(0)], {"to": int(DataType.INT32)})
+        y = ctx.one(op, [x, axes_v], {"keepdims": keep})
+        ctx.emit("Cast", [y], {"to": int(DataType.BOOL)}, outputs=[ctx.out(0)])
+
+    return lower
+
+
 def _arg(op: str) -> Callable[[OpContext], None]:
     def lower(ctx: OpContext) -> None:
         axis = int(np.ravel(ctx.need_const(1, "the axis"))[0])
@@ -187,6 +205,8 @@ LOWERINGS: dict[str, Callable[[OpContext], None]] = {
     "REDUCE_MAX": _reduce("ReduceMax"),
     "REDUCE_MIN": _reduce("ReduceMin"),
     "REDUCE_PROD": _reduce("ReduceProd"),
+    "REDUCE_ANY": _reduce_bool("ReduceMax"),
+    "REDUCE_ALL": _reduce_bool("ReduceMin"),
     "ARG_MAX": _arg("ArgMax"),
     "ARG_MIN": _arg("ArgMin"),
 }

@@ -145,11 +145,28 @@ def strided_slice(ctx: OpContext) -> None:
 
 
 def slice_(ctx: OpContext) -> None:
+    """SLICE(x, begin, size): size -1 runs to the end; computed begin/size are allowed
+    (ends = where(size == -1, BIG, begin + size))."""
+    if ctx.const(1) is None or ctx.const(2) is None:
+        _dynamic_slice(ctx)
+        return
     begin = [int(v) for v in ctx.need_const(1, "begin")]
     size = [int(v) for v in ctx.need_const(2, "size")]
     ends = [BIG if s == -1 else b + s for b, s in zip(begin, size, strict=True)]
     ins = [ctx.input(0), ctx.ints(begin, "starts"), ctx.ints(ends, "ends"),
            ctx.ints(list(range(len(begin))), "axes")]  # fmt: skip
+    ctx.emit("Slice", ins, outputs=[ctx.out(0)])
+
+
+def _dynamic_slice(ctx: OpContext) -> None:
+    n = ctx.tensor(1).shape[0] if len(ctx.tensor(1).shape) == 1 else None
+    if n is None:
+        raise LoweringError("begin must be a 1-D tensor")
+    starts, size = _int64(ctx, 1, "starts"), _int64(ctx, 2, "size")
+    to_end = ctx.one("Equal", [size, ctx.ints([-1] * n, "minus_one")])
+    ends = ctx.one("Where", [to_end, ctx.ints([BIG] * n, "big"),
+                             ctx.one("Add", [starts, size])])  # fmt: skip
+    ins = [ctx.input(0), starts, ends, ctx.ints(list(range(n)), "axes")]
     ctx.emit("Slice", ins, outputs=[ctx.out(0)])
 
 

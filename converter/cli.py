@@ -169,10 +169,36 @@ def _say(quiet: bool) -> Callable[[str], None]:
 )
 @click.option(
     "--optimize",
-    type=click.Choice(["none", "general"]),
-    default="general",
+    type=click.Choice(["none", "basic", "full", "general"]),
+    default="full",
     show_default=True,
-    help="Optimization pipeline.",
+    help="none: shape inference only; basic: + folding, no-op/dead-node removal, CSE; "
+    "full (= general): + fusions.",
+)
+@click.option(
+    "--disable-pass",
+    "disable_pass",
+    default=None,
+    help="Comma-separated passes or fusion families to skip (e.g. conv,FoldConstants).",
+)
+@click.option(
+    "--trainable",
+    default=None,
+    help="Comma-separated weight or node names kept trainable (never folded or fused).",
+)
+@click.option(
+    "--freeze-until",
+    "freeze_until",
+    default=None,
+    help="Node name: it and the nodes before it are frozen, later weights stay trainable.",
+)
+@click.option(
+    "--outputFormat",
+    "output_format",
+    type=click.Choice(["NHWC", "NCHW"], case_sensitive=False),
+    default=None,
+    help="Run every spatial op in this layout (Transposes only at the graph inputs and "
+    "outputs). Default: keep the source model's layout.",
 )
 @click.option(
     "--dump-dir",
@@ -207,6 +233,10 @@ def convert_cmd(
     weight_file: str | None,
     input_shape: str | None,
     optimize: str,
+    disable_pass: str | None,
+    trainable: str | None,
+    freeze_until: str | None,
+    output_format: str | None,
     dump_dir: str | None,
     config_file: str | None,
     fp16: str,
@@ -237,6 +267,10 @@ def convert_cmd(
         weight_file=weight_file,
         input_shapes=input_shape,
         optimize=optimize,
+        disable_pass=disable_pass,
+        trainable=trainable,
+        freeze_until=freeze_until,
+        output_format=output_format,
         dump_dir=dump_dir,
         config_file=config_file,
         fp16=fp16,
@@ -371,14 +405,20 @@ def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 @click.command("inspect", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-def inspect_cmd(model: str, as_json: bool) -> None:
-    """Summarize MODEL.ms: ops, inputs/outputs, tensors, weight bytes by dtype."""
+@click.option(
+    "--tensors", "list_tensors", is_flag=True,
+    help="List every constant: dtype, bits, compression, stored vs raw bytes.",
+)  # fmt: skip
+def inspect_cmd(model: str, as_json: bool, list_tensors: bool) -> None:
+    """Summarize MODEL.ms: ops, inputs/outputs, tensors, weight bytes (stored vs raw)."""
     from converter.ms import read_ms
 
     graph = read_ms(Path(model))
     info = summarize(graph)
     info["file"] = model
     info["file_bytes"] = Path(model).stat().st_size
+    if not list_tensors:
+        info.pop("constants")
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -396,6 +436,21 @@ def inspect_cmd(model: str, as_json: bool) -> None:
     click.echo("weights:")
     for dt, b in info["weight_bytes"].items():
         click.echo(f"  {dt:<10} {b} bytes")
+    if list_tensors:
+        click.echo(f"  {'tensor':<40} {'dtype':<8} {'bits':>4} {'compression':<11} stored / raw")
+        for c in info["constants"]:
+            bits = "" if c["bits"] is None else c["bits"]
+            click.echo(
+                f"  {c['name'][:40]:<40} {c['dtype']:<8} {bits:>4} {c['compression']:<11} "
+                f"{c['stored_bytes']} / {c['raw_bytes']}"
+            )
+    tot = info["weight_totals"]
+    ratio = tot["raw_bytes"] / tot["stored_bytes"] if tot["stored_bytes"] else 1.0
+    click.echo(
+        f"total: {tot['stored_bytes']} bytes stored, {tot['raw_bytes']} raw ({ratio:.2f}x); "
+        f"{tot['quantized']} quantized tensors"
+        + "".join(f", {k} {v}" for k, v in tot["by_compression"].items())
+    )
 
 
 def summarize(graph: Any) -> dict[str, Any]:
@@ -408,9 +463,25 @@ def summarize(graph: Any) -> dict[str, Any]:
         for v in g.values():
             tensors[id(v)] = v
     weights: Counter[str] = Counter()
+    constants = []
+    by_kind: Counter[str] = Counter()
     for v in tensors.values():
         if v.is_const:
-            weights[v.dtype.name.lower()] += int(v.const.nbytes)
+            raw = int(v.const.nbytes) if v.const.dtype != object else 0
+            weights[v.dtype.name.lower()] += raw
+            coded = "quant_codes" in v.meta and v.quant is not None
+            kind = v.meta.get("ms_compression", "NONE")
+            stored = int(v.meta.get("ms_stored_bytes", raw))
+            by_kind[kind] += 1
+            constants.append(
+                {
+                    **tinfo(v),
+                    "bits": int(v.quant.num_bits) if coded else None,
+                    "compression": kind,
+                    "stored_bytes": stored,
+                    "raw_bytes": raw,
+                }
+            )
     ops = Counter(n.op for n in graph.all_nodes())
     return {
         "inputs": [tinfo(v) for v in graph.inputs],
@@ -420,6 +491,13 @@ def summarize(graph: Any) -> dict[str, Any]:
         "tensors": len(tensors),
         "ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))),
         "weight_bytes": dict(sorted(weights.items())),
+        "weight_totals": {
+            "stored_bytes": sum(c["stored_bytes"] for c in constants),
+            "raw_bytes": sum(c["raw_bytes"] for c in constants),
+            "quantized": sum(1 for c in constants if c["bits"] is not None),
+            "by_compression": dict(sorted(by_kind.items())),
+        },
+        "constants": sorted(constants, key=lambda c: -c["raw_bytes"]),
     }
 
 

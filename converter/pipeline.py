@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,9 @@ __all__ = [
     "ConvertResult",
     "convert",
     "detect_fmk",
+    "mark_trainable_weights",
     "optimize_graph",
+    "pass_summary",
     "parse_input_shapes",
     "parse_model",
 ]
@@ -130,18 +132,57 @@ def parse_model(
     raise UsageError(f"unknown --fmk={fmk}")
 
 
+def _names(spec: str | Sequence[str] | None) -> list[str]:
+    """``"a,b"`` or ``["a", "b,c"]`` -> ["a", "b", "c"]."""
+    if spec is None:
+        return []
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    return [n.strip() for p in parts for n in str(p).split(",") if n.strip()]
+
+
+def mark_trainable_weights(
+    graph: Graph,
+    trainable: str | Sequence[str] | None = None,
+    freeze_until: str | None = None,
+) -> dict[str, Any] | None:
+    """Mark trainable weights (``passes.freeze``); the report, None when nothing is asked."""
+    from passes.freeze import FreezeError, mark_trainable
+
+    names = _names(trainable)
+    if not names and not freeze_until:
+        return None
+    try:
+        return mark_trainable(graph, names, freeze_until or None).to_dict()
+    except FreezeError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def optimize_graph(
     graph: Graph,
-    level: str = "general",
+    level: str = "full",
     dump_dir: str | os.PathLike | None = None,
+    *,
+    disable_pass: str | Sequence[str] | None = None,
+    trainable: str | Sequence[str] | None = None,
+    freeze_until: str | None = None,
 ) -> Any:
-    """Run the named pass pipeline; returns the PassManager (records, summary)."""
-    from passes.manager import PassManager
-    from passes.pipeline import PIPELINES
+    """Run the ``--optimize`` pipeline; returns the PassManager (records, summary).
 
-    if level not in PIPELINES:
-        raise UsageError(f"unknown --optimize={level!r}: choose one of {', '.join(PIPELINES)}")
-    pm = PassManager(PIPELINES[level]())
+    ``level``: none, basic, full (``general`` is full); ``disable_pass``: pass or
+    fusion family names (comma-separated string or list); ``trainable`` /
+    ``freeze_until``: weights the passes must leave as they are (see
+    :func:`mark_trainable_weights`).
+    """
+    from passes.base import PassContext
+    from passes.manager import PassManager
+    from passes.pipeline import PipelineError, build_pipeline
+
+    try:
+        passes = build_pipeline(level, PassContext(), _names(disable_pass))
+    except PipelineError as exc:
+        raise UsageError(str(exc)) from None
+    mark_trainable_weights(graph, trainable, freeze_until)
+    pm = PassManager(passes)
     if dump_dir is not None:
         from converter.onnx_export import save_onnx
         from passes.instruments import dump_instrument
@@ -153,6 +194,52 @@ def optimize_graph(
     return pm
 
 
+def check_output_format(output_format: str | None) -> str | None:
+    """``--outputFormat``: None (keep the source layout), NHWC or NCHW."""
+    if output_format is None or output_format == "":
+        return None
+    up = str(output_format).upper()
+    if up not in ("NHWC", "NCHW"):
+        raise UsageError(f"--outputFormat={output_format}: use NHWC or NCHW")
+    return up
+
+
+def convert_layout(graph: Graph, output_format: str) -> Any:
+    """Run spatial ops in ``output_format`` (``passes.layout``); returns the PassManager.
+
+    Graph inputs and outputs keep their layout: Transposes stay at the boundary.
+    """
+    from passes.layout import layout_passes
+    from passes.manager import PassManager
+
+    pm = PassManager(layout_passes(output_format))
+    pm.run(graph)
+    return pm
+
+
+def _check_optimize(level: str, disable_pass: str | Sequence[str] | None) -> None:
+    """Refuse a bad level or pass name before parsing."""
+    from passes.pipeline import PipelineError, build_pipeline
+
+    try:
+        build_pipeline(level, None, _names(disable_pass))
+    except PipelineError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def pass_summary(pm: Any) -> list[dict[str, Any]]:
+    """``pm.summary()`` with per-rule counts (matched/rejected/trainable/fired) on Fusions."""
+    from passes.pipeline import rule_stats
+
+    summary = pm.summary()
+    rules = rule_stats(pm.passes)
+    for entry in summary:
+        if entry["pass"] == "Fusions" and rules:
+            entry["rules"] = rules
+            entry["fired"] = sum(r["fired"] for r in rules.values())
+    return summary
+
+
 def convert(
     model_file: str | os.PathLike,
     fmk: str | None = "ONNX",
@@ -160,7 +247,11 @@ def convert(
     *,
     weight_file: str | os.PathLike | None = None,
     input_shapes: str | Mapping[str, Any] | None = None,
-    optimize: str = "general",
+    optimize: str = "full",
+    disable_pass: str | Sequence[str] | None = None,
+    trainable: str | Sequence[str] | None = None,
+    freeze_until: str | None = None,
+    output_format: str | None = None,
     dump_dir: str | os.PathLike | None = None,
     config_file: str | os.PathLike | None = None,
     fp16: str = "off",
@@ -174,7 +265,13 @@ def convert(
 ) -> ConvertResult:
     """Convert ``model_file`` to a ``.ms`` file (``.ms`` appended when missing).
 
-    ``config_file`` is a MindSpore Lite style config (``converter.config``);
+    ``optimize`` is none, basic or full (``general`` = full); ``disable_pass``
+    names passes or fusion families to skip; ``trainable`` (weight or node
+    names) and ``freeze_until`` (a node name) mark the weights no pass may
+    rewrite. ``output_format`` (NHWC or NCHW; None keeps the source layout) runs
+    every spatial op in that layout after the optimization pipeline, with
+    Transposes only at the graph inputs/outputs. ``config_file`` is a MindSpore
+    Lite style config (``converter.config``);
     ``fp16`` is ``off``, ``on`` or ``auto``. With ``verify`` the written file is
     read back, run by the executor and compared with the source framework's
     runtime; a broken tolerance raises :class:`VerificationFailed` (after the
@@ -196,6 +293,8 @@ def convert(
     config = load_config(config_file) if config_file is not None else None
     if fp16 not in ("off", "on", "auto"):
         raise UsageError(f"--fp16={fp16}: use on, off or auto")
+    _check_optimize(optimize, disable_pass)
+    output_format = check_output_format(output_format)
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -204,11 +303,21 @@ def convert(
     before = sum(1 for _ in graph.all_nodes())
     say(f"parsed {model_file} ({fmk}): {before} nodes in {seconds['parse']:.2f}s")
 
+    freeze = mark_trainable_weights(graph, trainable, freeze_until)
+    if freeze is not None:
+        say(f"{freeze['trainable_weights']} trainable weights kept as they are")
     t0 = time.perf_counter()
-    pm = optimize_graph(graph, optimize, dump_dir)
+    pm = optimize_graph(graph, optimize, dump_dir, disable_pass=disable_pass)
     seconds["optimize"] = time.perf_counter() - t0
     after = sum(1 for _ in graph.all_nodes())
     say(f"optimized ({optimize}): {before} -> {after} nodes in {seconds['optimize']:.2f}s")
+    layout_pm = None
+    if output_format is not None:
+        t0 = time.perf_counter()
+        layout_pm = convert_layout(graph, output_format)
+        seconds["layout"] = time.perf_counter() - t0
+        after = sum(1 for _ in graph.all_nodes())
+        say(f"layout {output_format}: {after} nodes in {seconds['layout']:.2f}s")
 
     compression: dict[str, Any] = {}
     if config is not None or fp16 != "off":
@@ -228,7 +337,7 @@ def convert(
         graph=graph,
         nodes_before=before,
         nodes_after=after,
-        passes=pm.summary(),
+        passes=pass_summary(pm) + (layout_pm.summary() if layout_pm is not None else []),
         seconds=seconds,
         files=list(files),
         compression=compression,
@@ -243,6 +352,8 @@ def convert(
         "files": {f.name: f.stat().st_size for f in result.files},
         "compression": compression,
     }
+    if freeze is not None:
+        summary["trainable"] = freeze
     if verify:
         t0 = time.perf_counter()
         written = read_ms(out)

@@ -363,7 +363,10 @@ class Graph:
         node.graph = self
         if not node.name:
             node.name = self.unique_name(node.op)
-        self.meta.pop("_names", None)
+        taken = self.meta.get("_names")
+        if taken is not None:  # keep the name cache current instead of rebuilding it
+            taken.add(node.name)
+            taken.update(v.name for v in node.outputs)
 
     def _index(self, node: Node) -> int:
         for i, n in enumerate(self._nodes):

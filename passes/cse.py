@@ -2,9 +2,12 @@
 
 Constants: two constants with the same dtype, shape and bytes (and no
 quantization parameters) are one; readers of the later are pointed at the
-first. Arrays are bucketed by a key holding their bytes (small arrays) or a
-BLAKE2 digest (large ones), so equal arrays are found without comparing
-arrays pairwise.
+first. Trainable constants (``passes.freeze``) are never merged: two equal
+zero-initialized biases train apart. Arrays are bucketed by a key holding
+their bytes (small arrays) or a BLAKE2 digest (large ones), so equal arrays
+are found without comparing arrays pairwise; large arrays are first grouped
+by dtype, shape and a strided sample of their bytes, and only those sharing a
+group with another are digested (a model's distinct weights never are).
 
 Nodes: within one graph (never across a body boundary), two nodes with the
 same op, the same input values (by identity; order-free for COMMUTATIVE
@@ -30,6 +33,7 @@ import numpy as np
 from ir import AttrType, Graph, Node, OpDef, Trait, Value, get_op, has_op
 from passes.base import Pass
 from passes.fold import is_random
+from passes.freeze import is_trainable
 
 __all__ = ["EliminateCommonSubexpressions"]
 
@@ -66,13 +70,30 @@ def array_key(arr: np.ndarray) -> Hashable:
     return (str(data.dtype), data.shape, payload)
 
 
+def _coarse_key(arr: np.ndarray) -> Hashable:
+    """Equal for equal arrays; cheap for large ones (a strided sample of the bytes)."""
+    if arr.dtype == object or arr.dtype.kind in "US" or arr.nbytes <= _INLINE_BYTES:
+        return array_key(arr)
+    flat = arr.reshape(-1)
+    step = max(1, flat.size // 64)
+    return (str(arr.dtype), arr.shape, flat[::step].tobytes(), flat[-1:].tobytes())
+
+
+def _candidates(graph: Graph) -> list[Value]:
+    """Constants that may equal another (same coarse key), in graph order."""
+    consts = [c for c in _constants(graph) if c.quant is None and not is_trainable(c)]
+    keys = [_coarse_key(c.const) for c in consts]  # type: ignore[arg-type]
+    seen: dict[Hashable, int] = {}
+    for k in keys:
+        seen[k] = seen.get(k, 0) + 1
+    return [c for c, k in zip(consts, keys, strict=True) if seen[k] > 1]
+
+
 def _dedupe_constants(graph: Graph) -> bool:
     outputs = {id(v) for g in graph.all_graphs() for v in g.outputs}
     first: dict[Hashable, Value] = {}
     changed = False
-    for const in _constants(graph):
-        if const.quant is not None:
-            continue
+    for const in _candidates(graph):
         key = array_key(const.const)  # type: ignore[arg-type]
         kept = first.setdefault(key, const)
         if kept is const:

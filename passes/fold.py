@@ -11,6 +11,14 @@ The numbers come from ``converter.executor.kernels.KERNELS`` (one numerics
 source); a kernel raising (UnsupportedKernel or anything else) leaves the node
 alone, logged at debug.
 
+``Gather`` / ``Slice`` of a ``Shape`` with constant indices fold too when
+every dim they pick is static, though other dims are not (``Shape(x)[1]`` with
+``x`` of shape ``[N, 12, 64]`` is 12): the kernel runs on the positions
+``0..rank-1`` to learn which dims it picks.
+
+Trainable constants (``passes.freeze``) are never folded into new ones: a
+node reading one stays a node (SHAPE_ONLY ops still fold, shapes do not train).
+
 Folding never bloats the model. With ``out`` the bytes of the results and
 ``freed`` the bytes of constant inputs read by this node only (they disappear
 with it), a node folds when ``out <= limit`` or ``out <= freed``; ``limit`` is
@@ -32,6 +40,7 @@ from converter.executor.kernels import KERNELS
 from converter.executor.registry import KernelContext
 from ir import DataType, Graph, Node, Trait, Value, get_op, has_op
 from passes.base import Pass
+from passes.freeze import is_trainable
 
 __all__ = ["FoldConstants", "is_random"]
 
@@ -59,7 +68,11 @@ class FoldConstants(Pass):
     def _try_fold(self, node: Node) -> bool:
         args = _foldable_inputs(node)
         if args is None:
-            return False
+            picked = _picked_static_dims(node)
+            if picked is None:
+                return False
+            _replace_with_constants(node, [picked], [])
+            return True
         freed = _freed_bytes(node)
         estimate = _static_output_bytes(node)
         if estimate is not None and estimate > max(self.limit, freed):
@@ -88,6 +101,9 @@ def _foldable_inputs(node: Node) -> list[np.ndarray | None] | None:
     for v in node.inputs:
         if v is None:
             args.append(None)
+        elif is_trainable(v) and not shape_only:
+            logger.debug("fold %s (%s) skipped: %s is trainable", node.name, node.op, v.name)
+            return None
         elif v.const is not None:
             args.append(v.const)
         elif shape_only and v.is_static:
@@ -95,6 +111,32 @@ def _foldable_inputs(node: Node) -> list[np.ndarray | None] | None:
         else:
             return None
     return args
+
+
+def _picked_static_dims(node: Node) -> np.ndarray | None:
+    """Gather/Slice of Shape(x) picking only static dims of x: those dims, else None."""
+    if node.op not in ("Gather", "Slice") or node.op not in KERNELS:
+        return None
+    src = node.input(0)
+    shape_node = None if src is None else src.producer
+    if shape_node is None or shape_node.op != "Shape" or shape_node.outputs[0] is not src:
+        return None
+    x = shape_node.input(0)
+    if x is None or x.shape is None:
+        return None
+    end = shape_node.attr("end")
+    dims = list(x.shape)[int(shape_node.attr("start")) : None if end is None else int(end)]
+    rest = node.inputs[1:]
+    if any(v is not None and v.const is None for v in rest):
+        return None
+    probe = np.arange(len(dims), dtype=np.int64)
+    results = _evaluate(node, [probe, *(None if v is None else v.const for v in rest)])
+    if results is None:
+        return None
+    picked = [dims[int(i)] for i in results[0].reshape(-1)]
+    if not all(isinstance(d, (int, np.integer)) for d in picked):
+        return None
+    return np.array(picked, np.int64).reshape(results[0].shape)
 
 
 def is_random(node: Node) -> bool:

@@ -245,6 +245,8 @@ def _neutral(value: float, commutative: bool) -> Rule:
 def _is_neutral_for(c: Value, x: Value, value: float) -> bool:
     if c.const is None or x.shape is None or x.dtype == DataType.UNDEFINED:
         return False
+    if c.meta.get("trainable"):  # a zero bias / unit scale that training will change
+        return False
     if c.dtype != x.dtype or c.const.ndim > len(x.shape):
         return False
     tail = x.shape[len(x.shape) - c.const.ndim :]

@@ -19,7 +19,11 @@ the MindSpore table has a field for them.
 
 Spatial ops are mapped in 2D only; pads convert between ONNX order
 ``[top, left, bottom, right]`` and MindSpore ``pad_list [top, bottom, left, right]``.
-Weights keep the IR layout (ONNX OIHW for NCHW convolutions).
+Weights keep the IR layout (ONNX OIHW / IOHW) in the IR. MindSpore Lite stores
+the weights of NHWC convolutions (Conv2DFusion, Conv2dTransposeFusion) as KHWC:
+:func:`khwc_weights` tells the writer which constants to store that way (perm
+:data:`KHWC_PERM`, Tensor.format KHWC) and :func:`restore_weight` gives the
+reader the IR layout back, so the round trip is lossless.
 """
 
 from __future__ import annotations
@@ -37,11 +41,15 @@ from ir.ops.base import REQUIRED
 
 __all__ = [
     "BY_PRIMITIVE",
+    "KHWC",
+    "KHWC_PERM",
     "PRIMITIVES",
     "Mapping",
     "applicable",
     "clean_attrs",
     "decode_primitive",
+    "khwc_weights",
+    "restore_weight",
     "same_attrs",
 ]
 
@@ -177,7 +185,7 @@ def _conv_fields(node: Node) -> Fields | None:
         "activation_type": ACT["NO_ACTIVATION"],
     }
     w = node.input(1)
-    if fmt == FORMAT["NCHW"] and w is not None and w.is_static and w.rank == 4:
+    if w is not None and w.is_static and w.rank == 4:  # IR weights are OIHW/IOHW in both formats
         per_group = w.shape[1] if node.op == "Conv" else w.shape[0]  # type: ignore[index]
         out = w.shape[0] if node.op == "Conv" else w.shape[1]  # type: ignore[index]
         if node.op == "Conv":
@@ -947,3 +955,38 @@ def applicable(node: Node) -> Mapping | None:
     if any(name not in get_op(node.op).attrs for name in node.attrs):
         return None
     return mapping
+
+
+# -- weight layout -----------------------------------------------------------------
+KHWC = ENUMS["Format"]["KHWC"]
+KHWC_PERM = (0, 2, 3, 1)
+"""KCHW -> KHWC: OIHW -> OHWI (Conv), IOHW -> IHWO (ConvTranspose), as MindSpore Lite's
+ToNHWCFormat pass stores the weights of NHWC convolutions."""
+_KHWC_OPS = {"Conv", "ConvAct", "ConvTranspose"}
+
+
+def khwc_weights(nodes: list[Node]) -> set[int]:
+    """ids of the constants to store KHWC: 4-D weights (input 1) read only by NHWC
+    Conv/ConvAct/ConvTranspose nodes (per-tensor or axis-0 quantization only)."""
+    chosen: set[int] = set()
+    for node in nodes:
+        w = node.input(1)
+        if node.op not in _KHWC_OPS or w is None or w.const is None or w.rank != 4:
+            continue
+        q = w.quant
+        if q is not None and q.axis not in (None, 0):
+            continue
+        if all(
+            user.op in _KHWC_OPS and i == 1 and _get(user, "format", "NCHW") == "NHWC"
+            for user, i in w.uses
+        ):
+            chosen.add(id(w))
+    return chosen
+
+
+def restore_weight(array: np.ndarray, tensor_format: int) -> np.ndarray:
+    """A constant as read from a Tensor of ``tensor_format``, back in the IR layout
+    (a transposed view: no copy)."""
+    if tensor_format == KHWC and array.ndim == 4:
+        return array.transpose(np.argsort(KHWC_PERM))
+    return array

@@ -22,6 +22,17 @@ why not; logged at debug level), then ``rewrite(builder, match)``, which
 returns the values replacing the anchor's outputs. The new nodes go where the
 anchor was; the replacement values take over the anchor outputs' names (and
 graph-output slots); the matched nodes are removed.
+
+Trainable weights (``passes.freeze``): a rewrite that creates constants
+(:meth:`Builder.const`) while a matched node reads a trainable constant is
+undone before anything is inserted (logged at info with the reason), since the
+new constants would bake the weight in. A rewrite must therefore only build
+through its :class:`Builder`, never edit the graph itself. Rewrites that reuse
+the weight Values (conv + activation) fire as usual.
+
+:class:`RulePass` counts per rule: ``matched`` (pattern matches found),
+``rejected`` (refused by the escape check, ``check`` or the trainable rule),
+``trainable`` (of those, refused for a trainable weight) and ``fired``.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import numpy as np
 from ir import DataType, Graph, Node, Value
 from ir.ops import get_op
 from passes.base import Pass, PassContext
+from passes.freeze import is_trainable
 
 __all__ = [
     "Builder",
@@ -48,6 +60,7 @@ __all__ = [
     "Rule",
     "RulePass",
     "RuleSet",
+    "RuleStats",
     "Var",
     "scalar_value",
 ]
@@ -214,6 +227,7 @@ class Match:
     graph: Graph
     top: Graph
     ctx: PassContext = field(default_factory=PassContext)
+    output_ids: set[int] | None = None  # ids of every graph output of ``top`` (a cache)
 
     def __getitem__(self, name: str) -> Any:
         return self.bindings[name]
@@ -227,7 +241,9 @@ class Match:
         return node
 
     def is_graph_output(self, v: Value) -> bool:
-        return any(o is v for g in self.top.all_graphs() for o in g.outputs)
+        if self.output_ids is None:
+            self.output_ids = _output_ids(self.top)
+        return id(v) in self.output_ids
 
 
 class Builder:
@@ -236,6 +252,7 @@ class Builder:
     def __init__(self, match: Match) -> None:
         self.match = match
         self.nodes: list[Node] = []
+        self.consts: list[Value] = []
 
     def op(self, op: str, *inputs: Value | None, **attrs: Any) -> Value:
         """A new node of ``op`` (named after the anchor); returns its first output."""
@@ -251,7 +268,16 @@ class Builder:
 
     def const(self, array: np.ndarray, base: str) -> Value:
         """A new constant named after ``base``."""
-        return Value(self.match.top.unique_name(base), const=np.require(array, requirements="C"))
+        v = Value(self.match.top.unique_name(base), const=np.require(array, requirements="C"))
+        self.consts.append(v)
+        return v
+
+    def discard(self) -> None:
+        """Undo the rewrite: the new nodes stop reading the graph's values."""
+        for n in self.nodes:
+            n.detach_inputs()
+        self.nodes.clear()
+        self.consts.clear()
 
 
 CheckFn = Callable[[Match], MatchResult]
@@ -311,7 +337,18 @@ def _escapes(match: Match) -> str | None:
     return None
 
 
-def _matches(rule: Rule, node: Node, graph: Graph, top: Graph, ctx: PassContext) -> Iterator[Match]:
+def _output_ids(top: Graph) -> set[int]:
+    return {id(o) for g in top.all_graphs() for o in g.outputs}
+
+
+def _matches(
+    rule: Rule,
+    node: Node,
+    graph: Graph,
+    top: Graph,
+    ctx: PassContext,
+    output_ids: set[int] | None = None,
+) -> Iterator[Match]:
     names = list(rule.pattern.op_names())
     for b in rule.pattern.match_node(node, {}):
         nodes: list[Node] = []
@@ -321,30 +358,73 @@ def _matches(rule: Rule, node: Node, graph: Graph, top: Graph, ctx: PassContext)
             if isinstance(bound, Node) and id(bound) not in seen:
                 seen.add(id(bound))
                 nodes.append(bound)
-        yield Match(node, b, nodes, graph, top, ctx)
+        yield Match(node, b, nodes, graph, top, ctx, output_ids)
+
+
+@dataclass
+class RuleStats:
+    """Per-rule counters (see the module docstring)."""
+
+    matched: int = 0
+    rejected: int = 0
+    trainable: int = 0
+    fired: int = 0
 
 
 def try_rule(
-    rule: Rule, node: Node, graph: Graph, top: Graph, ctx: PassContext | None = None
+    rule: Rule,
+    node: Node,
+    graph: Graph,
+    top: Graph,
+    ctx: PassContext | None = None,
+    stats: RuleStats | None = None,
+    output_ids: set[int] | None = None,
 ) -> bool:
-    """Apply ``rule`` at ``node`` when a match passes the checks; True when rewritten."""
-    for match in _matches(rule, node, graph, top, ctx or PassContext()):
+    """Apply ``rule`` at ``node`` when a match passes the checks; True when rewritten.
+
+    ``output_ids``: ids of every graph output of ``top``, when the caller caches them.
+    """
+    stats = stats if stats is not None else RuleStats()
+    for match in _matches(rule, node, graph, top, ctx or PassContext(), output_ids):
+        stats.matched += 1
         reason = _escapes(match)
         if reason is None:
             result = rule.check(match)
             reason = None if result else result.reason
+        if reason is None:
+            builder = Builder(match)
+            result_values = rule.rewrite(builder, match)
+            reason = _bakes_trainable(builder, match)
+            if reason is not None:
+                builder.discard()
+                stats.trainable += 1
+                logger.info("%s at %s skipped: %s", rule.name, node.name, reason)
         if reason is not None:
+            stats.rejected += 1
             logger.debug("%s at %s: %s", rule.name, node.name, reason)
             continue
-        _apply(rule, match)
+        _apply(rule, match, builder, result_values)
+        stats.fired += 1
         logger.debug("%s rewrote %s", rule.name, node.name)
         return True
     return False
 
 
-def _apply(rule: Rule, match: Match) -> None:
-    builder = Builder(match)
-    result = rule.rewrite(builder, match)
+def _bakes_trainable(builder: Builder, match: Match) -> str | None:
+    """Why the rewrite would bake a trainable weight into a new constant, or None."""
+    if not builder.consts:
+        return None
+    for node in match.nodes:
+        for v in node.inputs:
+            if is_trainable(v):
+                assert v is not None
+                return f"weight {v.name!r} is trainable and the rewrite creates new constants"
+    return None
+
+
+def _apply(
+    rule: Rule, match: Match, builder: Builder, result: Value | Sequence[Value]
+) -> None:
     new_values = [result] if isinstance(result, Value) else list(result)
     root, graph = match.root, match.graph
     outputs = root.outputs[: len(new_values)]
@@ -379,6 +459,7 @@ class RulePass(Pass):
         self.rules = rules
         self.max_rounds = max_rounds
         self.counts: dict[str, int] = {}
+        self.stats: dict[str, RuleStats] = {}
 
     def run(self, graph: Graph) -> bool:
         by_anchor: dict[str, list[Rule]] = {}
@@ -393,13 +474,24 @@ class RulePass(Pass):
 
     def _round(self, top: Graph, by_anchor: dict[str, list[Rule]]) -> bool:
         changed = False
+        outputs = _output_ids(top)  # recomputed after each rewrite (it may take a slot)
         for g in list(top.all_graphs()):
             for node in list(g):
                 if node.graph is not g:  # removed by an earlier rewrite
                     continue
                 for rule in by_anchor.get(node.op, ()):
-                    if try_rule(rule, node, g, top, self.ctx):
+                    stats = self.stats.setdefault(rule.name, RuleStats())
+                    if try_rule(rule, node, g, top, self.ctx, stats, outputs):
                         self.counts[rule.name] = self.counts.get(rule.name, 0) + 1
+                        outputs = _output_ids(top)
                         changed = True
                         break
         return changed
+
+    def rule_stats(self) -> dict[str, dict[str, int]]:
+        """Per rule that matched at least once: matched / rejected / trainable / fired."""
+        return {
+            name: {k: getattr(st, k) for k in ("matched", "rejected", "trainable", "fired")}
+            for name, st in self.stats.items()
+            if st.matched
+        }

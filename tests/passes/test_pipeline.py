@@ -61,7 +61,7 @@ def test_general_pipeline_cleans_and_keeps_numerics() -> None:
 
 
 def test_pipeline_table() -> None:
-    assert set(PIPELINES) == {"none", "general"}
+    assert set(PIPELINES) == {"none", "basic", "full", "general"}
     general = PIPELINES["general"](None)
     assert isinstance(general[0], InferShapes) and isinstance(general[1], FixedPoint)
     g = _messy_graph()

@@ -18,6 +18,12 @@ behave as before.
 Profiling: ``Runtime(graph, profile=True)`` accumulates the seconds spent in
 each op's kernels (``runtime.profile``, op -> [seconds, calls]);
 ``runtime.profile_table()`` formats them.
+
+Observation: ``Runtime(graph, observe=fn)`` calls ``fn(value, array)`` for each
+graph input and each output a node of the main graph (not of a body) computes,
+right after it is computed and before any later kernel runs. ``fn`` must
+neither modify the array nor keep a reference to it (later kernels may be
+donated its buffer); calibration uses it to stream statistics.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any
 
@@ -35,11 +41,14 @@ from converter.executor.kernels import KERNELS
 from converter.executor.registry import KernelContext, UnsupportedKernel
 from ir import DataType, Graph, Node, Value
 
-__all__ = ["ExecutionError", "Runtime"]
+__all__ = ["ExecutionError", "Observer", "Runtime"]
 
 logger = logging.getLogger(__name__)
 
 _refcount = sys.getrefcount
+
+Observer = Callable[[Value, np.ndarray], None]
+"""``fn(value, array)``: sees every main-graph input and node output once per run."""
 
 
 class ExecutionError(Exception):
@@ -194,11 +203,16 @@ class Runtime:
     """Executes a graph: ``Runtime(graph).run({"x": array}) -> {"y": array}``.
 
     With ``profile=True`` the seconds spent in kernels are summed per op in
-    ``self.profile`` (op -> [seconds, calls]) across runs.
+    ``self.profile`` (op -> [seconds, calls]) across runs. ``observe`` (see the
+    module docstring) sees the main graph's inputs and node outputs as they
+    are computed.
     """
 
-    def __init__(self, graph: Graph, profile: bool = False) -> None:
+    def __init__(
+        self, graph: Graph, profile: bool = False, observe: Observer | None = None
+    ) -> None:
         self.graph = graph
+        self.observe = observe
         self._plans: dict[int, _Plan] = {}
         self.current_scope: Mapping[int, Any] = {}
         self.profile: dict[str, list[float]] | None = {} if profile else None
@@ -222,6 +236,9 @@ class Runtime:
         unknown = set(feeds) - {v.name for v in self.graph.inputs}
         if unknown:
             raise ExecutionError(f"unknown input(s): {', '.join(sorted(unknown))}")
+        if self.observe is not None:
+            for v, a in zip(self.graph.inputs, args, strict=True):
+                self.observe(v, a)
         results = self.run_graph(self.graph, args, {})
         return {v.name: r for v, r in zip(self.graph.outputs, results, strict=True)}
 
@@ -245,6 +262,7 @@ class Runtime:
 
     def _execute(self, plan: _Plan, env: list[Any], scope: Mapping[int, Any]) -> None:
         prof = self.profile
+        observe = self.observe if plan.graph is self.graph else None
         for step in plan.steps:
             args = step.get(env)
             ctx = step.ctx
@@ -280,6 +298,10 @@ class Runtime:
                     env[s] = r if isinstance(r, np.ndarray) else np.asarray(r)
                 r = None  # no stray reference may block a later donation
             result = None
+            if observe is not None:
+                for v, s in zip(step.node.outputs, outs, strict=True):
+                    if env[s] is not None:
+                        observe(v, env[s])
             for s in step.free:
                 env[s] = None
 

@@ -282,3 +282,40 @@ def test_unknown_outer_value_is_an_execution_error():
     g.outputs = [_node(g, "Add", [x, stray], "add")]
     with pytest.raises(ExecutionError, match="outer value"):
         Runtime(g).run({"x": _feed()})
+
+
+def test_observe_sees_inputs_and_every_node_output_once(donations):
+    g = Graph()
+    x = _input()
+    g.inputs = [x]
+    a = _node(g, "Relu", [x], "relu")
+    b = _node(g, "Neg", [a], "neg")
+    _node(g, "Abs", [a], "unused")  # read by nobody: freed at once, still observed
+    g.outputs = [b]
+    seen: list[tuple[str, np.ndarray]] = []
+    rt = Runtime(g, observe=lambda v, arr: seen.append((v.name, arr.copy())))
+    (y,) = rt.run({"x": _feed()}).values()
+    assert [name for name, _ in seen] == ["x", a.name, b.name, g.nodes[2].outputs[0].name]
+    np.testing.assert_array_equal(seen[1][1], np.maximum(_feed(), 0))
+    np.testing.assert_array_equal(seen[2][1], y)
+    assert ("unused", (0,)) in donations  # observing does not block donation
+
+
+def test_observe_skips_body_values():
+    then_g, else_g = Graph(name="then"), Graph(name="else")
+    for body, op in ((then_g, "Relu"), (else_g, "Neg")):
+        bx = _input("bx")
+        body.outputs = [_node(body, op, [bx], f"{op}_b")]
+        body.inputs = []
+    g = Graph()
+    x, c = _input(), Value("c", DataType.BOOL, ())
+    g.inputs = [x, c]
+    # bodies read the outer x directly
+    then_g.nodes[0].set_input(0, x)
+    else_g.nodes[0].set_input(0, x)
+    g.outputs = [_node(g, "If", [c], "if", then_branch=then_g, else_branch=else_g)]
+    names: list[str] = []
+    Runtime(g, observe=lambda v, arr: names.append(v.name)).run(
+        {"x": _feed(), "c": np.array(True)}
+    )
+    assert names == ["x", "c", g.outputs[0].name]

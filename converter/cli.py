@@ -4,6 +4,7 @@
     convert --fmk=ONNX --modelFile=in.onnx --outputFile=out        # writes out.ms
     liteconv convert ...      (same command; ImageMagick also installs a `convert`)
     liteconv verify in.onnx out.ms [--inputs feeds.npz] [--report r.json]
+    liteconv compare in.onnx out.ms [--plot layers.png] [--json layers.json]
     liteconv run out.ms --inputs feeds.npz --outputs out.npz
     liteconv inspect out.ms
 
@@ -358,6 +359,71 @@ def _pin_shapes(graph: Any, shapes: dict[str, list[int]]) -> None:
         by_name[name].shape = tuple(dims)
 
 
+# -- compare ------------------------------------------------------------------------------
+@click.command("compare", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(dir_okay=True))
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--fmk", default=None, help="Framework of SOURCE (from its suffix otherwise).")
+@click.option("--weightFile", "weight_file", default=None, help="Caffe weights (.caffemodel).")
+@click.option("--inputShape", "input_shape", default=None, help="Pin input shapes.")
+@click.option(
+    "--inputs", type=click.Path(dir_okay=False), default=None,
+    help="Input data (.npz keyed by input name); random (seeded) otherwise.",
+)  # fmt: skip
+@click.option("--seed", type=int, default=0, show_default=True, help="Random input seed.")
+@click.option(
+    "--threshold", type=float, default=0.999, show_default=True,
+    help="Cosine below which a layer diverges (and an output fails).",
+)  # fmt: skip
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the per-layer table as JSON.")  # fmt: skip
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write cosine / relative error per layer as a PNG (needs matplotlib).")
+@click.option("--top", type=int, default=None,
+              help="Print only the N layers with the largest cosine drop.")  # fmt: skip
+def compare_cmd(
+    source: str,
+    model: str,
+    fmk: str | None,
+    weight_file: str | None,
+    input_shape: str | None,
+    inputs: str | None,
+    seed: int,
+    threshold: float,
+    json_path: str | None,
+    plot_path: str | None,
+    top: int | None,
+) -> None:
+    """Per-layer comparison of MODEL.ms with SOURCE: names the first diverging layer."""
+    from converter.compare import compare_model, write_plot
+    from converter.ms import read_ms
+    from converter.pipeline import detect_fmk, load_feeds, parse_input_shapes, write_text_atomic
+
+    if not 0.0 < threshold <= 1.0:
+        raise UsageError(f"--threshold must be in (0, 1], got {threshold}")
+    if top is not None and top < 1:
+        raise UsageError(f"--top must be at least 1, got {top}")
+    fmk = detect_fmk(source, fmk)
+    if not Path(source).exists():
+        raise ConvertError(f"model file not found: {source}")
+    graph = read_ms(Path(model))
+    shapes = parse_input_shapes(input_shape)
+    if shapes:
+        _pin_shapes(graph, shapes)
+    extra = {"weight_file": weight_file} if weight_file else {}
+    rep = compare_model(graph, source, fmk, model, threshold, load_feeds(inputs), seed, **extra)
+    for line in rep.lines(top):
+        click.echo(line)
+    if json_path:
+        write_text_atomic(Path(json_path), rep.to_json())
+    if plot_path:
+        write_plot(rep, plot_path)
+    if not rep.passed:
+        raise VerificationFailed(
+            f"output(s) below cosine {threshold}: {', '.join(rep.failed_outputs)}"
+        )
+
+
 # -- run ----------------------------------------------------------------------------------
 @click.command("run", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", type=click.Path(dir_okay=False))
@@ -508,7 +574,7 @@ def cli() -> None:
     """liteconv: convert models to MindSpore Lite .ms, verify, run and inspect them."""
 
 
-for _cmd in (convert_cmd, verify_cmd, run_cmd, inspect_cmd):
+for _cmd in (convert_cmd, verify_cmd, compare_cmd, run_cmd, inspect_cmd):
     cli.add_command(_cmd)
 
 

@@ -3,7 +3,9 @@
 One module per framework (``onnx``, ``tflite``, ``tf``, ``caffe``), each with
 ``run(source, feeds, threads=2, **options) -> dict[output name, array]``.
 Output names are the names the front end gives the IR graph's outputs, so
-results compare by name.
+results compare by name. ``run_all`` (same arguments) returns the intermediate
+values too, keyed by the names the front end gives the IR values, for per-layer
+comparison (``liteconv compare``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NAMES", "run_reference"]
+__all__ = ["NAMES", "run_reference", "run_reference_all"]
 
 _MODULES = {"ONNX": "onnx", "TFLITE": "tflite", "TF": "tf", "CAFFE": "caffe"}
 NAMES = {"ONNX": "onnxruntime", "TFLITE": "LiteRT", "TF": "TensorFlow", "CAFFE": "caffe reference"}
@@ -34,3 +36,18 @@ def run_reference(
         raise ValueError(f"no reference runtime for --fmk={fmk}")
     module = importlib.import_module(f"converter.reference.{name}")
     return module.run(source, feeds, threads=threads, **options)
+
+
+def run_reference_all(
+    source: str | Path,
+    fmk: str,
+    feeds: Mapping[str, np.ndarray],
+    threads: int = 2,
+    **options: Any,
+) -> dict[str, np.ndarray]:
+    """Every value the reference runtime of ``fmk`` exposes (``run_all``), by name."""
+    name = _MODULES.get(fmk.upper())
+    if name is None:
+        raise ValueError(f"no reference runtime for --fmk={fmk}")
+    module = importlib.import_module(f"converter.reference.{name}")
+    return module.run_all(source, feeds, threads=threads, **options)

@@ -35,7 +35,7 @@ import numpy as np
 
 from converter.errors import ConvertError
 
-__all__ = ["CAFFE2ONNX_LAYERS", "NumpyNet", "net_outputs", "param_shapes", "run"]
+__all__ = ["CAFFE2ONNX_LAYERS", "NumpyNet", "net_outputs", "param_shapes", "run", "run_all"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,28 @@ def run(
             logger.warning("caffe2onnx reference failed (%s); using the NumPy reference", exc)
     blobs = {layer.name: [_blob(b) for b in layer.blobs] for layer in _all_layers(weights)}
     return NumpyNet(net, blobs).forward(feeds)
+
+
+def run_all(
+    source: str | Path,
+    feeds: Mapping[str, np.ndarray],
+    threads: int = 2,
+    weight_file: str | os.PathLike | None = None,
+    **_: Any,
+) -> dict[str, np.ndarray]:
+    """Every blob value of the net, named as :mod:`parsers.caffe.net` names IR values.
+
+    Runs the NumPy reference (:meth:`NumpyNet.forward_named`): a blob rewritten in place
+    keeps each of its values under the front end's name (``<top>/<layer>``).
+    """
+    from parsers.caffe.proto import read_caffemodel, read_prototxt
+
+    if weight_file is None:
+        raise ConvertError("the Caffe reference needs the .caffemodel (--weightFile)")
+    net = read_prototxt(source)
+    weights = read_caffemodel(weight_file)
+    blobs = {layer.name: [_blob(b) for b in layer.blobs] for layer in _all_layers(weights)}
+    return NumpyNet(net, blobs).forward_named(feeds)
 
 
 def _all_layers(model: Any) -> list[Any]:
@@ -318,6 +340,36 @@ class NumpyNet:
         if keep_all:
             return env
         return {name: env[name] for name in net_outputs(self.net)}
+
+    def forward_named(self, feeds: Mapping[str, Array]) -> dict[str, Array]:
+        """Every value of every blob, keyed the way the front end names IR values.
+
+        An in-place layer's result takes the top name and the value it overwrote becomes
+        ``<top>/<its producing layer>``; in place on a net input, the input keeps its
+        name and each result is ``<top>/<layer>``.
+        """
+        env: dict[str, Array] = {k: np.asarray(v, np.float32) for k, v in feeds.items()}
+        named = dict(env)
+        current = {k: k for k in env}  # blob -> name of the value it holds now
+        producer: dict[str, str | None] = dict.fromkeys(env)
+        for layer in _layers(self.net):
+            if layer.type in ("Input", "Silence"):
+                continue
+            fn = _FORWARD.get(layer.type)
+            if fn is None:
+                raise ConvertError(f"the NumPy Caffe reference has no {layer.type} layer")
+            outs = fn(layer, [env[b] for b in layer.bottom], list(self.blobs.get(layer.name, [])))
+            for top, y in zip(layer.top, outs, strict=True):
+                env[top] = y = np.asarray(y, np.float32)
+                old, made_by = current.get(top), producer.get(top)
+                name = top
+                if old is not None and (made_by is None or old != top):
+                    name = f"{top}/{layer.name}"
+                elif old is not None:
+                    named[f"{top}/{made_by}"] = named.pop(top)
+                named[name] = y
+                current[top], producer[top] = name, layer.name
+        return named
 
 
 _FORWARD: dict[str, Callable[[Any, list[Array], list[Array]], list[Array]]] = {}

@@ -54,6 +54,7 @@ class ConvertResult:
     verify: VerifyReport | None = None
     files: list[Path] = field(default_factory=list)
     compression: dict[str, Any] = field(default_factory=dict)
+    unfused: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_input_shapes(spec: str | Mapping[str, Any] | None) -> dict[str, list[int]] | None:
@@ -262,6 +263,7 @@ def convert(
     report: str | os.PathLike | None = None,
     progress: Progress | None = None,
     raise_on_mismatch: bool = True,
+    qtable: str | os.PathLike | Mapping[str, str] | None = None,
 ) -> ConvertResult:
     """Convert ``model_file`` to a ``.ms`` file (``.ms`` appended when missing).
 
@@ -276,8 +278,11 @@ def convert(
     read back, run by the executor and compared with the source framework's
     runtime; a broken tolerance raises :class:`VerificationFailed` (after the
     report is written) unless ``raise_on_mismatch`` is False. ``report`` gets
-    the conversion summary (nodes, passes, timings, file sizes, compression)
-    and, with ``verify``, the verification metrics.
+    the conversion summary (nodes, passes, timings, file sizes, compression,
+    ``unfused``: the standalone BN/activation/bias-Add/Transpose nodes left and
+    why, see :mod:`passes.unfused`) and, with ``verify``, the verification metrics.
+    ``qtable`` (a file written by ``liteconv sensitivity``, or node name -> ``"F32"`` /
+    activation_quant_method) refines FULL_QUANT.
     """
     from converter.compress import compress_graph
     from converter.config import load_config
@@ -291,6 +296,10 @@ def convert(
     shapes = parse_input_shapes(input_shapes)
     feeds = load_feeds(inputs)
     config = load_config(config_file) if config_file is not None else None
+    qtable_map = _load_qtable(qtable)
+    if qtable_map is not None and (config is None
+                                   or config.common_quant_param.quant_type != "FULL_QUANT"):
+        raise UsageError("--qtable needs quant_type=FULL_QUANT in --configFile")
     if fp16 not in ("off", "on", "auto"):
         raise UsageError(f"--fp16={fp16}: use on, off or auto")
     _check_optimize(optimize, disable_pass)
@@ -319,10 +328,15 @@ def convert(
         after = sum(1 for _ in graph.all_nodes())
         say(f"layout {output_format}: {after} nodes in {seconds['layout']:.2f}s")
 
+    from passes.unfused import summary_line, unfused_report
+
+    unfused = unfused_report(graph, pm.passes)
+    say(summary_line(unfused))
+
     compression: dict[str, Any] = {}
     if config is not None or fp16 != "off":
         t0 = time.perf_counter()
-        compression = compress_graph(graph, config, fp16, say)
+        compression = compress_graph(graph, config, fp16, say, qtable=qtable_map)
         seconds["compress"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -341,6 +355,7 @@ def convert(
         seconds=seconds,
         files=list(files),
         compression=compression,
+        unfused=unfused,
     )
     summary = {
         "source": str(model_file),
@@ -351,6 +366,7 @@ def convert(
         "seconds": seconds,
         "files": {f.name: f.stat().st_size for f in result.files},
         "compression": compression,
+        "unfused": unfused,
     }
     if freeze is not None:
         summary["trainable"] = freeze
@@ -371,6 +387,39 @@ def convert(
         bad = [m.name for m in result.verify.outputs if not m.passed]
         raise VerificationFailed(f"verification failed on output(s): {', '.join(bad)}")
     return result
+
+
+def _load_qtable(
+    qtable: str | os.PathLike | Mapping[str, str] | None,
+) -> dict[str, str] | None:
+    if qtable is None:
+        return None
+    if isinstance(qtable, Mapping):
+        return {str(k): str(v) for k, v in qtable.items()}
+    from passes.quant.sensitivity import read_qtable
+
+    return read_qtable(qtable)
+
+
+def load_optimized(
+    model_file: str | os.PathLike,
+    fmk: str | None = None,
+    *,
+    weight_file: str | os.PathLike | None = None,
+    input_shapes: str | Mapping[str, Any] | None = None,
+    optimize: str = "full",
+    disable_pass: str | Sequence[str] | None = None,
+    output_format: str | None = None,
+) -> Graph:
+    """The graph ``convert`` would compress: parsed, optimized, laid out (same node names)."""
+    fmk = detect_fmk(model_file, fmk)
+    _check_optimize(optimize, disable_pass)
+    output_format = check_output_format(output_format)
+    graph = parse_model(model_file, fmk, parse_input_shapes(input_shapes), weight_file)
+    optimize_graph(graph, optimize, disable_pass=disable_pass)
+    if output_format is not None:
+        convert_layout(graph, output_format)
+    return graph
 
 
 def load_feeds(

@@ -36,6 +36,7 @@ from passes.fusions import (
     layernorm,
     matmul,
     reshape,
+    rnn,
 )
 from passes.fusions.engine import RulePass, RuleSet
 from passes.fusions.qkv import FuseParallelMatMuls
@@ -70,6 +71,7 @@ FUSION_FAMILIES: tuple[tuple[str, RuleSet], ...] = (
     ("matmul", matmul.rules),
     ("attention", attention.rules),
     ("reshape", reshape.rules),
+    ("rnn", rnn.rules),
 )
 """Fusion rule families in trial order (``--disable-pass`` names): one line per family.
 

@@ -25,6 +25,18 @@ parameters, in this order (see :data:`ACTIVATION_PARAMS`):
 
 ``activation_params`` may be omitted (None) only for activations without
 params. ``Swish`` is ONNX's (opset 24, domain ai.onnx): ``x * sigmoid(alpha * x)``.
+
+``LSTMMerged`` / ``GRUMerged`` (domain ``liteconv``) are ONNX ``LSTM`` / ``GRU``
+(same inputs, attributes and ``Y_h``/``Y_c``) whose ``Y`` has the direction axis
+merged into the hidden axis, the layout PyTorch's ``nn.LSTM``/``nn.GRU`` return,
+TFLite's ``BidirectionalSequenceLSTM`` with ``merge_outputs`` and cuDNN write:
+
+- ``layout`` 0: ``Y[s, b, d * H + h] = LSTM.Y[s, d, b, h]``, shape ``[S, B, D*H]``;
+- ``layout`` 1: ``Y[b, s, d * H + h] = LSTM.Y[b, s, d, h]``, shape ``[B, S, D*H]``.
+
+(``D`` directions, ``H`` = ``hidden_size``.) A kernel writes each step's hidden
+state straight into its slice of the merged output, instead of an ONNX
+``Transpose(Y, [0, 2, 1, 3])`` + ``Reshape`` copying the whole sequence again.
 """
 
 from __future__ import annotations
@@ -71,6 +83,7 @@ def _nn_def(name: str) -> OpDef:
 
 _CONV = _nn_def("Conv")
 _MATMUL = _nn_def("MatMul")
+_RNNS = {"LSTMMerged": _nn_def("LSTM"), "GRUMerged": _nn_def("GRU")}
 
 
 def _infer_conv_act(node: Node) -> list:
@@ -90,6 +103,19 @@ def _infer_matmul_act(node: Node) -> list:
     return [(in_dtype(node) if dtype == DataType.UNDEFINED else dtype, shape)]
 
 
+def _infer_merged_rnn(node: Node) -> list:
+    """The RNN's outputs with Y [S, D, B, H] -> [S, B, D*H] ([B, S, D, H] -> [B, S, D*H])."""
+    rnn = _RNNS[node.op]
+    assert rnn.infer is not None
+    (dtype, y), *rest = rnn.infer(node)
+    if y is not None:
+        a, b, dirs = (y[0], y[1], y[2]) if node.attr("layout") else (y[0], y[2], y[1])
+        hidden = y[3]
+        merged = dirs * hidden if isinstance(dirs, int) and isinstance(hidden, int) else None
+        y = (a, b, merged)
+    return [(dtype, y), *rest]
+
+
 OPS: tuple[OpDef, ...] = (
     op("ConvAct", "X W B?", "Y", attrs={**_CONV.attrs, **_ACT_ATTRS},
        traits={Trait.LAYOUT_SENSITIVE}, infer=_infer_conv_act, domain="liteconv",
@@ -99,4 +125,10 @@ OPS: tuple[OpDef, ...] = (
     op("Swish", "X", "Y", attrs={"alpha": FLOAT(1.0)},
        traits={Trait.ELEMENTWISE, Trait.UNARY, Trait.ACTIVATION}, infer=same_as_input,
        doc="ONNX Swish (opset 24): x * sigmoid(alpha * x)."),
+    op("LSTMMerged", "X W R B? sequence_lens? initial_h? initial_c? P?", "Y? Y_h? Y_c?",
+       attrs=dict(_RNNS["LSTMMerged"].attrs), infer=_infer_merged_rnn, domain="liteconv",
+       doc="LSTM with Y [S, B, D*H] (layout 1: [B, S, D*H]): directions merged."),
+    op("GRUMerged", "X W R B? sequence_lens? initial_h?", "Y? Y_h?",
+       attrs=dict(_RNNS["GRUMerged"].attrs), infer=_infer_merged_rnn, domain="liteconv",
+       doc="GRU with Y [S, B, D*H] (layout 1: [B, S, D*H]): directions merged."),
 )  # fmt: skip

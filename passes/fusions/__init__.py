@@ -9,14 +9,14 @@ what they produce can be absorbed by the conv/matmul fusions in a later round.
 from __future__ import annotations
 
 from passes.base import PassContext
-from passes.fusions import activation, attention, conv, gelu, layernorm, matmul, reshape
+from passes.fusions import activation, attention, conv, gelu, layernorm, matmul, reshape, rnn
 from passes.fusions.engine import MatchResult, Rule, RulePass, RuleSet
 
 __all__ = ["DEFAULT_RULES", "Fusions", "MatchResult", "Rule", "RulePass", "RuleSet"]
 
 DEFAULT_RULES: RuleSet = (
     gelu.rules + activation.rules + layernorm.rules + conv.rules + matmul.rules
-    + attention.rules + reshape.rules
+    + attention.rules + reshape.rules + rnn.rules
 )
 """Every fusion rule, in trial order."""
 

@@ -38,7 +38,7 @@ the weight Values (conv + activation) fire as usual.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -227,7 +227,7 @@ class Match:
     graph: Graph
     top: Graph
     ctx: PassContext = field(default_factory=PassContext)
-    output_ids: set[int] | None = None  # ids of every graph output of ``top`` (a cache)
+    output_ids: dict[int, Value] | None = None  # every graph output of ``top`` by id (a cache)
 
     def __getitem__(self, name: str) -> Any:
         return self.bindings[name]
@@ -243,7 +243,7 @@ class Match:
     def is_graph_output(self, v: Value) -> bool:
         if self.output_ids is None:
             self.output_ids = _output_ids(self.top)
-        return id(v) in self.output_ids
+        return self.output_ids.get(id(v)) is v
 
 
 class Builder:
@@ -256,15 +256,21 @@ class Builder:
 
     def op(self, op: str, *inputs: Value | None, **attrs: Any) -> Value:
         """A new node of ``op`` (named after the anchor); returns its first output."""
+        return self.node(op, inputs, 1, **attrs).outputs[0]
+
+    def node(self, op: str, inputs: Sequence[Value | None], num_outputs: int,
+             **attrs: Any) -> Node:  # fmt: skip
+        """A new node of ``op`` with ``num_outputs`` outputs (named after the anchor)."""
         graph = self.match.top
         name = graph.unique_name(f"{self.match.root.name}_{op.lower()}")
-        out = Value(graph.unique_name(f"{name}_out"))
+        outs = [Value(graph.unique_name(f"{name}_out" + (f"{i}" if i else "")))
+                for i in range(num_outputs)]  # fmt: skip
         ins = list(inputs)
         while ins and ins[-1] is None:  # trailing omitted optionals are left out
             ins.pop()
-        node = Node(op, ins, [out], attrs=dict(attrs), name=name)
+        node = Node(op, ins, outs, attrs=dict(attrs), name=name)
         self.nodes.append(node)
-        return out
+        return node
 
     def const(self, array: np.ndarray, base: str) -> Value:
         """A new constant named after ``base``."""
@@ -281,17 +287,25 @@ class Builder:
 
 
 CheckFn = Callable[[Match], MatchResult]
-RewriteFn = Callable[[Builder, Match], "Value | Sequence[Value]"]
+RewriteFn = Callable[[Builder, Match], "Value | Sequence[Value] | Mapping[Value, Value]"]
 
 
 @dataclass(frozen=True)
 class Rule:
-    """pattern + check + rewrite; ``name`` appears in logs and statistics."""
+    """pattern + check + rewrite; ``name`` appears in logs and statistics.
+
+    ``takes_over``: names of bound nodes (other than the anchor) whose outputs the
+    rewrite replaces too; the escape check lets those outputs be read outside the
+    match, ``check`` must refuse what the rewrite cannot replace, and ``rewrite``
+    returns a mapping ``{old value: new value}`` covering every such output still
+    read (the anchor's outputs included).
+    """
 
     name: str
     pattern: Op
     rewrite: RewriteFn
     check: CheckFn = field(default=lambda m: MatchResult.success())
+    takes_over: tuple[str, ...] = ()
 
     @property
     def anchor(self) -> str:
@@ -313,20 +327,23 @@ class RuleSet:
 
 
 # -- application ----------------------------------------------------------------------
-def _escapes(match: Match) -> str | None:
+def _escapes(match: Match, takes_over: Sequence[str] = ()) -> str | None:
     """Why a matched intermediate value is needed outside the match, or None.
 
-    The anchor's outputs after the first must be unused too (rules replace output 0).
+    The anchor's outputs after the first must be unused too (rules replace output 0);
+    outputs of the nodes bound to ``takes_over`` names are exempt (the rewrite replaces them).
     """
     inside = {id(n) for n in match.nodes}
+    exempt = {id(match.bindings[n]) for n in takes_over if n in match.bindings}
     for node in match.nodes:
         if node.graph is not match.graph:
             return f"{node.name!r} belongs to another graph"
-    for out in match.root.outputs[1:]:
-        if out.uses or match.is_graph_output(out):
-            return f"{out.name!r} (output of the anchor past the first) is used"
+    if id(match.root) not in exempt:
+        for out in match.root.outputs[1:]:
+            if out.uses or match.is_graph_output(out):
+                return f"{out.name!r} (output of the anchor past the first) is used"
     for node in match.nodes:
-        if node is match.root:
+        if node is match.root or id(node) in exempt:
             continue
         for out in node.outputs:
             if match.is_graph_output(out):
@@ -337,8 +354,9 @@ def _escapes(match: Match) -> str | None:
     return None
 
 
-def _output_ids(top: Graph) -> set[int]:
-    return {id(o) for g in top.all_graphs() for o in g.outputs}
+def _output_ids(top: Graph) -> dict[int, Value]:
+    """Every graph output of ``top`` and its subgraphs, by id (the values are kept alive)."""
+    return {id(o): o for g in top.all_graphs() for o in g.outputs}
 
 
 def _matches(
@@ -347,7 +365,7 @@ def _matches(
     graph: Graph,
     top: Graph,
     ctx: PassContext,
-    output_ids: set[int] | None = None,
+    output_ids: dict[int, Value] | None = None,
 ) -> Iterator[Match]:
     names = list(rule.pattern.op_names())
     for b in rule.pattern.match_node(node, {}):
@@ -378,16 +396,19 @@ def try_rule(
     top: Graph,
     ctx: PassContext | None = None,
     stats: RuleStats | None = None,
-    output_ids: set[int] | None = None,
+    output_ids: dict[int, Value] | None = None,
+    rejections: list[tuple[str, str]] | None = None,
 ) -> bool:
     """Apply ``rule`` at ``node`` when a match passes the checks; True when rewritten.
 
-    ``output_ids``: ids of every graph output of ``top``, when the caller caches them.
+    ``output_ids``: every graph output of ``top`` by id, when the caller caches them
+    (kept current by the rewrite). ``rejections`` gets ``(rule name, reason)`` for
+    every refused match.
     """
     stats = stats if stats is not None else RuleStats()
     for match in _matches(rule, node, graph, top, ctx or PassContext(), output_ids):
         stats.matched += 1
-        reason = _escapes(match)
+        reason = _escapes(match, rule.takes_over)
         if reason is None:
             result = rule.check(match)
             reason = None if result else result.reason
@@ -402,6 +423,8 @@ def try_rule(
         if reason is not None:
             stats.rejected += 1
             logger.debug("%s at %s: %s", rule.name, node.name, reason)
+            if rejections is not None:
+                rejections.append((rule.name, reason))
             continue
         _apply(rule, match, builder, result_values)
         stats.fired += 1
@@ -423,24 +446,37 @@ def _bakes_trainable(builder: Builder, match: Match) -> str | None:
 
 
 def _apply(
-    rule: Rule, match: Match, builder: Builder, result: Value | Sequence[Value]
-) -> None:
-    new_values = [result] if isinstance(result, Value) else list(result)
+    rule: Rule, match: Match, builder: Builder,
+    result: Value | Sequence[Value] | Mapping[Value, Value],
+) -> None:  # fmt: skip
     root, graph = match.root, match.graph
-    outputs = root.outputs[: len(new_values)]
+    if isinstance(result, Mapping):
+        pairs = list(result.items())
+    else:
+        new_values = [result] if isinstance(result, Value) else list(result)
+        pairs = list(zip(root.outputs[: len(new_values)], new_values, strict=True))
     graph.insert_before(root, builder.nodes)
     created = {id(v) for n in builder.nodes for v in n.outputs}
-    for old, new in zip(outputs, new_values, strict=True):
-        old.replace_all_uses_with(new, match.top)
+    for old, new in pairs:
+        if match.is_graph_output(old):  # rare: scan the graph tree for the output slots
+            old.replace_all_uses_with(new, match.top)
+            ids = match.output_ids
+            if ids is not None:
+                ids.pop(id(old), None)
+                ids[id(new)] = new
+        else:
+            old.replace_all_uses_with(new)
         if id(new) in created:
             if new.shape is None:
                 new.shape = old.shape
             if new.dtype == DataType.UNDEFINED:
                 new.dtype = old.dtype
     graph.remove(match.nodes, safe=True)
-    for old, new in zip(outputs, new_values, strict=True):
+    for old, new in pairs:
         if id(new) in created:  # the replacement takes over the tensor's name
             new.name = old.name
+    if isinstance(result, Mapping):  # readers of taken-over outputs may precede the anchor
+        graph.sort()
     for n in builder.nodes:
         for key in list(n.attrs):
             if key not in get_op(n.op).attrs:
@@ -460,6 +496,8 @@ class RulePass(Pass):
         self.max_rounds = max_rounds
         self.counts: dict[str, int] = {}
         self.stats: dict[str, RuleStats] = {}
+        self.rejections: dict[str, list[tuple[str, str]]] = {}
+        """Node name -> (rule, reason) of every refused match at it, in the last round."""
 
     def run(self, graph: Graph) -> bool:
         by_anchor: dict[str, list[Rule]] = {}
@@ -474,18 +512,23 @@ class RulePass(Pass):
 
     def _round(self, top: Graph, by_anchor: dict[str, list[Rule]]) -> bool:
         changed = False
-        outputs = _output_ids(top)  # recomputed after each rewrite (it may take a slot)
+        outputs = _output_ids(top)  # kept current by each rewrite (it may take a slot)
+        rejections: dict[str, list[tuple[str, str]]] = {}
         for g in list(top.all_graphs()):
             for node in list(g):
                 if node.graph is not g:  # removed by an earlier rewrite
                     continue
+                why: list[tuple[str, str]] = []
                 for rule in by_anchor.get(node.op, ()):
                     stats = self.stats.setdefault(rule.name, RuleStats())
-                    if try_rule(rule, node, g, top, self.ctx, stats, outputs):
+                    if try_rule(rule, node, g, top, self.ctx, stats, outputs, why):
                         self.counts[rule.name] = self.counts.get(rule.name, 0) + 1
-                        outputs = _output_ids(top)
                         changed = True
                         break
+                else:
+                    if why:
+                        rejections[node.name] = why
+        self.rejections = rejections
         return changed
 
     def rule_stats(self) -> dict[str, dict[str, int]]:

@@ -5,6 +5,10 @@ plus the bias; both then apply their activation to the fresh result, in place
 where NumPy can (Relu, Clip, LeakyRelu), else through the elementwise kernel of
 the activation op, so the numbers are those of the unfused graph. Outputs keep
 the dtype of the first input.
+
+``LSTMMerged`` / ``GRUMerged`` run the nn LSTM / GRU kernel and merge the
+direction axis of ``Y`` into the hidden axis (one copy, as a runtime writing
+the steps into the merged buffer would produce); ``Y_h``/``Y_c`` are unchanged.
 """
 
 from __future__ import annotations
@@ -103,6 +107,43 @@ def _matmul_act(ctx: KernelContext, a: Array, b: Array, bias: Array | None = Non
     return apply_activation(y, *_activation(ctx))
 
 
+class _RnnContext:
+    """The context of a merged RNN node as the plain LSTM/GRU kernel reads it."""
+
+    __slots__ = ("attrs", "cache", "node", "num_outputs")
+
+    def __init__(self, ctx: KernelContext, op: str) -> None:
+        self.attrs = ctx.attrs
+        self.cache = ctx.cache
+        self.num_outputs = max(ctx.num_outputs, 1)
+        self.node = _RnnNode(op, ctx.node.inputs, ctx.node.outputs)
+
+    def attr(self, name: str) -> Any:
+        return self.attrs[name]
+
+
+class _RnnNode:
+    __slots__ = ("inputs", "op", "outputs")
+
+    def __init__(self, op: str, inputs: Any, outputs: Any) -> None:
+        self.op, self.inputs, self.outputs = op, inputs, outputs
+
+
+def _merged_rnn(op: str) -> Kernel:
+    def kernel(ctx: KernelContext, *inputs: Array | None) -> tuple[Array, ...]:
+        outs = nn.KERNELS[op](_RnnContext(ctx, op), *inputs)
+        outs = (outs,) if isinstance(outs, np.ndarray) else tuple(outs)
+        y = outs[0]
+        if ctx.attr("layout"):  # [B, S, D, H] -> [B, S, D*H]: a view
+            merged = y.reshape(*y.shape[:2], -1)
+        else:  # [S, D, B, H] -> [S, B, D*H]
+            merged = np.ascontiguousarray(y.transpose(0, 2, 1, 3)).reshape(
+                y.shape[0], y.shape[2], -1)  # fmt: skip
+        return (merged, *outs[1:])[: ctx.num_outputs]
+
+    return kernel
+
+
 def _swish_kernel(ctx: KernelContext, x: Array) -> Array:
     return _swish(x, float(ctx.attr("alpha")))
 
@@ -111,4 +152,6 @@ KERNELS: dict[str, Kernel] = {
     "ConvAct": _conv_act,
     "MatMulAct": _matmul_act,
     "Swish": _swish_kernel,
+    "LSTMMerged": _merged_rnn("LSTM"),
+    "GRUMerged": _merged_rnn("GRU"),
 }

@@ -7,6 +7,15 @@ over the map (zero-copy) when aligned for their type, copies otherwise
 are decoded through :mod:`converter.ms.primitives`, ``Custom`` ops through
 :mod:`converter.ms.attrs`; the ``liteconv.meta`` tensor restores what MSL2 has
 no field for. Anything malformed raises :class:`MsFormatError`.
+
+Weight-quantized tensors (``weightQuantCompressType`` NONE/BITPACKING/FSE with
+quantParams) are decoded to their codes and dequantized at load time
+(:mod:`converter.ms.codec`): liteconv's files name the float type in the
+metadata tensor; in other writers' files, int8/int16 weights read by a
+``QUANT_WEIGHT`` CNode become float32. The Value then carries the floats as its
+constant, ``quant`` and ``meta["quant_codes"]`` (``meta["quant_clusters"]``),
+so writing it again stores the same codes. Every constant also gets
+``meta["ms_stored_bytes"]`` and ``meta["ms_compression"]`` (for ``inspect``).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from converter.ms.attrs import decode_attr
+from converter.ms.codec import COMPRESS_TYPES, decode_codes, dequantize
 from converter.ms.dtypes import decode_payload, ir_dtype
 from converter.ms.fbs import Decoder, MsFormatError, Span
 from converter.ms.primitives import decode_primitive
@@ -58,6 +68,9 @@ class _Reader:
         if self.tensors and self.tensors[-1]["name"] == META_NAME:
             self.meta = json.loads(bytes(self._bytes(self.tensors.pop()["data"])))
         self.side_files: dict[str, mmap.mmap] = {}
+        self.weight_inputs = {
+            i for n in self.mg["nodes"] or [] if n["quantType"] == 4 for i in n["inputIndex"] or []
+        }
 
     def _bytes(self, span: Span | None) -> memoryview:
         return self.dec.bytes_of(span) if span is not None else memoryview(b"")
@@ -99,21 +112,79 @@ class _Reader:
 
     def value(self, i: int, t: dict[str, Any], is_const: bool) -> Value:
         dtype, shape = self._dtype(i, t), self._shape(i, t)
+        quant = None
+        if t["quantParams"]:
+            quant = self.quant(t["quantParams"], self.meta.get("quant", {}).get(str(i)))
         if not is_const:
             v = Value(t["name"] or "", dtype, shape)
         else:
             if shape is None or any(not isinstance(d, int) for d in shape):
                 raise MsFormatError(f"constant {t['name']!r} has no static shape")
-            v = Value(t["name"] or "", const=self.payload(t, dtype, shape))
-        if t["quantParams"]:
-            v.quant = self.quant(t["quantParams"], self.meta.get("quant", {}).get(str(i)))
+            buf = self._data(t)
+            float_type = self._weight_float_type(i, t, dtype, quant)
+            if float_type is not None and quant is not None:
+                v = self.weight(t, buf, dtype, shape, quant, float_type)
+            else:
+                v = Value(t["name"] or "", const=self.payload(t, buf, dtype, shape))
+            kinds = {n: k for k, n in COMPRESS_TYPES.items()}
+            v.meta["ms_stored_bytes"] = len(buf)
+            v.meta["ms_compression"] = kinds.get(t["weightQuantCompressType"], "NONE")
+        v.quant = quant
         return v
 
-    def payload(self, t: dict[str, Any], dtype: DataType, shape: tuple[int, ...]) -> np.ndarray:
+    def _data(self, t: dict[str, Any]) -> memoryview:
         if t["externalData"]:
-            buf = self._external(t["externalData"][0])
-        else:
-            buf = self._bytes(t["data"])
+            return self._external(t["externalData"][0])
+        return self._bytes(t["data"])
+
+    def _weight_float_type(
+        self, i: int, t: dict[str, Any], dtype: DataType, quant: QuantParams | None
+    ) -> DataType | None:
+        """The float type a weight-quantized constant dequantizes to (None: not one)."""
+        name = self.meta.get("weight_quant", {}).get(str(i))
+        if name is not None:
+            if quant is None:
+                raise MsFormatError(f"tensor {t['name']!r} is quantized but has no quantParams")
+            return DataType[name]
+        if self.meta or quant is None or dtype not in (DataType.INT8, DataType.INT16):
+            return None  # liteconv's own files say so in their metadata
+        if i in self.weight_inputs or t["weightQuantCompressType"] != 0:
+            return DataType.FLOAT
+        return None
+
+    def weight(
+        self,
+        t: dict[str, Any],
+        buf: memoryview,
+        dtype: DataType,
+        shape: tuple[int, ...],
+        quant: QuantParams,
+        float_type: DataType,
+    ) -> Value:
+        """A weight-quantized constant: codes decoded, floats dequantized."""
+        count = int(np.prod(shape, dtype=np.int64))
+        clusters = t["quantClusters"]
+        clusters = np.asarray(clusters, dtype=np.float32) if clusters else None
+        try:
+            flat = decode_codes(
+                buf, t["weightQuantCompressType"], quant.num_bits, count, dtype.numpy
+            )
+            codes = flat.reshape(shape)
+            floats = dequantize(
+                codes, quant.scale, quant.zero_point, quant.axis, quant.num_bits,
+                float_type.numpy, clusters,
+            )  # fmt: skip
+        except (ValueError, IndexError, TypeError) as exc:
+            raise MsFormatError(f"tensor {t['name']!r}: {exc}") from None
+        v = Value(t["name"] or "", const=floats)
+        v.meta["quant_codes"] = codes
+        if clusters is not None:
+            v.meta["quant_clusters"] = clusters
+        return v
+
+    def payload(
+        self, t: dict[str, Any], buf: memoryview, dtype: DataType, shape: tuple[int, ...]
+    ) -> np.ndarray:
         try:
             return decode_payload(buf, dtype, shape, copy=False)
         except (ValueError, TypeError) as exc:

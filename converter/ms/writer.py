@@ -10,6 +10,15 @@ Nodes use a mapped primitive where the mapping is lossless
 axis, opset) goes to a JSON metadata tensor named ``liteconv.meta`` appended
 last to ``allTensors`` and referenced by no subgraph.
 
+Weight-quantized constants (``Value.meta["quant_codes"]``, set by
+``passes.quant.weight``) are stored as their integer codes: int8/int16
+``dataType``, ``quantParams`` per channel, ``quantClusters`` for k-means
+codebooks, the codes raw (8/16 bits), bit-packed or ANS-coded
+(``weightQuantCompressType``, :mod:`converter.ms.codec`), and their consumers'
+``CNode.quantType`` = QUANT_WEIGHT. The float type they dequantize to is kept in
+the metadata tensor. Codes that no longer reproduce the constant (a pass
+changed it after quantization) are dropped and the floats written instead.
+
 Large models: constants at or above ``external_threshold`` bytes, and the
 largest ones while inline data would exceed ``inline_limit`` (FlatBuffers
 offsets are 32-bit), are streamed to ``<file>.weights`` next to the model and
@@ -20,6 +29,7 @@ name in the target folder and renamed into place.
 from __future__ import annotations
 
 import json
+import logging
 import mmap
 import os
 import struct
@@ -32,6 +42,7 @@ import flatbuffers
 import numpy as np
 
 from converter.ms import attrs as attr_codec
+from converter.ms.codec import COMPRESS_TYPES, code_dtype, dequantize, encode_codes
 from converter.ms.dtypes import encode_payload, has_typeid, typeid
 from converter.ms.fbs import FILE_IDENTIFIER, Blob, Decoder, build_table
 from converter.ms.primitives import applicable, decode_primitive, same_attrs
@@ -46,7 +57,11 @@ ALIGN = 64
 VERSION = "liteconv 0.1.0"
 FMK_TYPES = {"tf": 0, "caffe": 1, "onnx": 2, "ms": 3, "tflite": 4, "pytorch": 5}
 NODE_VALUE, NODE_PARAMETER, NODE_CNODE = 0, 1, 2  # schema NodeType
+QUANT_WEIGHT = 4  # schema QuantType
 _CHUNK = 1 << 26
+_WEIGHT_FLOATS = (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16)
+
+logger = logging.getLogger(__name__)
 
 
 class _Plan:
@@ -168,17 +183,60 @@ def _arr_info(a: Any) -> list[Any]:
     return [DataType.from_numpy(arr.dtype).name, list(arr.shape)]
 
 
+class _Coded:
+    """The stored form of a weight-quantized constant."""
+
+    __slots__ = ("bits", "clusters", "kind", "payload")
+
+    def __init__(self, payload: np.ndarray, kind: str, bits: int, clusters: Any) -> None:
+        self.payload, self.kind, self.bits, self.clusters = payload, kind, bits, clusters
+
+
+def _weight_codes(v: Value) -> _Coded | None:
+    """The codes of a weight-quantized constant, if they still reproduce its floats."""
+    codes, q = v.meta.get("quant_codes"), v.quant
+    if codes is None or q is None or v.const is None or v.dtype not in _WEIGHT_FLOATS:
+        return None
+    clusters = v.meta.get("quant_clusters")
+    try:
+        codes = np.asarray(codes)
+        if codes.shape != v.const.shape or codes.dtype != code_dtype(q.num_bits):
+            raise ValueError("codes do not match the constant's shape or the bit width")
+        floats = dequantize(
+            codes, q.scale, q.zero_point, q.axis, q.num_bits, v.const.dtype, clusters
+        )
+        if not np.array_equal(floats, v.const):
+            raise ValueError("dequantized codes differ from the constant")
+    except (ValueError, IndexError, TypeError) as exc:
+        logger.warning("tensor %r: writing floats, not its quantized codes (%s)", v.name, exc)
+        return None
+    payload, kind = encode_codes(codes, q.num_bits, bool(v.meta.get("quant_encode", True)))
+    return _Coded(payload, kind, q.num_bits, clusters)
+
+
 class _Writer:
     def __init__(self, graph: Graph, fmk: str | None) -> None:
         self.graph = graph
         self.plan = _Plan(graph)
         self.fmk = fmk or str(graph.meta.get("framework", "onnx"))
         self.meta: dict[str, Any] = {"liteconv": META_VERSION, "opset": dict(graph.opset)}
+        self.coded: dict[int, _Coded] = {}
+        for i, v in enumerate(self.plan.values):
+            coded = _weight_codes(v) if v.const is not None else None
+            if coded is not None:
+                self.coded[i] = coded
+
+    def payload(self, i: int) -> np.ndarray | bytes:
+        """The bytes stored for constant ``i`` (its codes when weight-quantized)."""
+        coded = self.coded.get(i)
+        if coded is not None:
+            return coded.payload
+        return encode_payload(self.plan.values[i].const)
 
     # which constants leave the flatbuffer
     def choose_external(self, threshold: int | None, limit: int) -> list[int]:
         sizes = {
-            i: _as_bytes(encode_payload(v.const)).nbytes
+            i: _as_bytes(self.payload(i)).nbytes
             for i, v in enumerate(self.plan.values)
             if v.const is not None and v.dtype != DataType.STRING
         }
@@ -201,7 +259,7 @@ class _Writer:
                 pad = -offset % ALIGN
                 f.write(b"\0" * pad)
                 offset += pad
-                data = _as_bytes(encode_payload(self.plan.values[i].const))
+                data = _as_bytes(self.payload(i))
                 crc = 0
                 for start in range(0, data.nbytes, _CHUNK):
                     chunk = data[start : start + _CHUNK]
@@ -244,9 +302,16 @@ class _Writer:
             if i in external:
                 t["externalData"] = [external[i]]
             else:
-                t["data"] = Blob(_as_bytes(encode_payload(v.const)), ALIGN)
+                t["data"] = Blob(_as_bytes(self.payload(i)), ALIGN)
         if v.quant is not None:
             t["quantParams"], self.meta.setdefault("quant", {})[key] = _quant_params(v)
+        coded = self.coded.get(i)
+        if coded is not None:
+            t["dataType"] = typeid(DataType.from_numpy(code_dtype(coded.bits)))
+            t["weightQuantCompressType"] = COMPRESS_TYPES[coded.kind]
+            if coded.clusters is not None:
+                t["quantClusters"] = np.asarray(coded.clusters, dtype=np.float32)
+            self.meta.setdefault("weight_quant", {})[key] = v.dtype.name
         return t
 
     def node_kinds(self) -> dict[int, int]:
@@ -279,13 +344,15 @@ class _Writer:
         nodes = []
         for n in plan.nodes:
             primitive, fields = _primitive(n, plan)
+            inputs = [plan.index(v) for v in n.inputs]
             nodes.append(
                 {
                     "name": n.name,
                     "nodeType": NODE_CNODE,
                     "primitive": {"value": (primitive, fields)},
-                    "inputIndex": [plan.index(v) for v in n.inputs],
+                    "inputIndex": inputs,
                     "outputIndex": [plan.index(v) for v in n.outputs],
+                    "quantType": QUANT_WEIGHT if any(i in self.coded for i in inputs) else None,
                 }
             )
         subgraphs = [

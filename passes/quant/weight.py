@@ -1,0 +1,507 @@
+"""Weight-only quantization (``quant_type=WEIGHT_QUANT``): 1-16 bit codes, no data needed.
+
+What is quantized
+-----------------
+The constant float weights of Conv / ConvTranspose / ConvAct (input W),
+MatMul / MatMulAct / Gemm (input B), LSTM / GRU / RNN (inputs W and R) and
+Gather tables (input data, rank >= 2), unless the tensor has fewer than
+``min_quant_weight_size`` elements or fewer than ``min_quant_weight_channel``
+channels, a consumer is named in ``skip_quant_node``, it already carries
+quantization parameters, or it is not float. Biases and everything else stay
+float. The quantization axis (one scale per slice, ``per_channel=true``) is the
+output channel: axis 0 of Conv weights (OIHW), axis 1 of ConvTranspose (IOHW)
+and of LSTM/GRU/RNN weights ([dirs, gates*hidden, in]), the last axis of MatMul
+B, Gemm B's N axis (0 when ``transB``), and the last (hidden) axis of Gather
+tables (per row would store one QuantParam per vocabulary entry).
+
+Codes, for ``b`` bits (``q`` signed, ``real = scale[c] * (q - zero_point[c])``)
+-----------------------------------------------------------------------------
+* symmetric (``symmetric=true``, default): ``scale = max|w| / (2**(b-1) - 1)``,
+  ``zero_point = 0``, ``q`` in ``[-(2**(b-1) - 1), 2**(b-1) - 1]`` (narrow range);
+* asymmetric: the range ``[min(w, 0), max(w, 0)]`` mapped onto
+  ``[-2**(b-1), 2**(b-1) - 1]`` with an integer zero point (zero stays exact).
+  1-bit weights always use this grid (a symmetric 1-bit grid has no levels);
+* k-means (``kmeans=true``, ``b <= 8``): a codebook of ``2**b`` centroids
+  (1-D Lloyd iterations, quantile start) over the weights divided by their
+  per-channel ``max|w|``; ``real = scale[c] * clusters[q + 2**(b-1)]``, the
+  codebook stored in ``Tensor.quantClusters``. Wider codes use the grid.
+
+Mixed bit (``bit_num=0``)
+-------------------------
+Each weight gets the lowest ``b`` in 2..16 (searched by bisection; the error
+falls as ``b`` grows) whose relative reconstruction error
+``||w - dequant(q)|| / ||w||`` is at most the target ``init_scale``. For a
+Gaussian-like tensor on the symmetric grid the error is about
+``2.6 / (2**b - 2)``, so the default 0.02 gives 7 bits and 0.04-0.08 give 6-5 bits;
+entropy coding (``enable_encode``) then stores roughly ``b - 1.5`` bits per weight.
+
+``auto_tune=true`` searches the target instead: the float graph and the
+quantized graph run in the executor on two seeded random inputs
+(``converter.verify.make_inputs``, seeds 0 and 1), and the target is doubled
+from ``init_scale`` while every float output keeps a cosine similarity of at
+least :data:`AUTO_TUNE_COSINE` (halved while it does not), then bisected
+geometrically; at most ``max_iterations`` evaluations. The largest passing
+target wins.
+
+IR representation
+-----------------
+The quantized Value keeps a FLOAT constant equal to the dequantized weights
+(so passes and kernels run unchanged), ``Value.quant = QuantParams(scale,
+zero_point, axis, num_bits)``, ``meta["quant_codes"]`` (int8/int16 codes),
+``meta["quant_clusters"]`` (k-means codebook) and ``meta["quant_encode"]``
+(``enable_encode``). The ``.ms`` writer stores the codes, packed and entropy
+coded (converter/ms/codec.py, docs/format.md).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converter.ms.codec import code_dtype, dequantize
+from ir import DataType, Graph, Node, QuantParams, Value
+
+__all__ = [
+    "AUTO_TUNE_COSINE",
+    "Quantized",
+    "choose_bits",
+    "find_weights",
+    "quantize_tensor",
+    "quantize_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+AUTO_TUNE_COSINE = 0.995
+_FLOATS = (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16)
+_KMEANS_MAX_BITS = 8
+_KMEANS_SAMPLE = 1 << 18
+_KMEANS_ITERS = 30
+
+
+def _last(node: Node, w: np.ndarray) -> int:
+    return w.ndim - 1
+
+
+def _gemm_b(node: Node, w: np.ndarray) -> int:
+    return 0 if node.attr("transB") else 1
+
+
+# op -> ((input index, axis of the output channel), ...)
+WEIGHT_INPUTS: dict[str, tuple[tuple[int, Callable[[Node, np.ndarray], int]], ...]] = {
+    "Conv": ((1, lambda n, w: 0),),
+    "ConvAct": ((1, lambda n, w: 0),),
+    "ConvTranspose": ((1, lambda n, w: 1),),
+    "MatMul": ((1, _last),),
+    "MatMulAct": ((1, _last),),
+    "Gemm": ((1, _gemm_b),),
+    "LSTM": ((1, lambda n, w: 1), (2, lambda n, w: 1)),
+    "GRU": ((1, lambda n, w: 1), (2, lambda n, w: 1)),
+    "RNN": ((1, lambda n, w: 1), (2, lambda n, w: 1)),
+    "Gather": ((0, _last),),
+}
+
+
+@dataclass
+class Quantized:
+    """One quantized tensor: codes, the float weights they stand for, and parameters."""
+
+    codes: np.ndarray
+    dequant: np.ndarray
+    scale: np.ndarray  # float32, one per channel (one entry when per tensor)
+    zero_point: np.ndarray  # int32, same length
+    axis: int | None
+    bits: int
+    clusters: np.ndarray | None
+    rel_error: float
+
+
+# -- one tensor ----------------------------------------------------------------------------
+def _channels(w: np.ndarray, axis: int | None) -> np.ndarray:
+    """``w`` as [channels, elements] (one row when per tensor), float32."""
+    w32 = np.asarray(w, dtype=np.float32)
+    if axis is None:
+        return w32.reshape(1, -1)
+    return np.moveaxis(w32, axis, 0).reshape(w32.shape[axis], -1)
+
+
+def _back(rows: np.ndarray, shape: tuple[int, ...], axis: int | None) -> np.ndarray:
+    if axis is None:
+        return rows.reshape(shape)
+    moved = (shape[axis], *shape[:axis], *shape[axis + 1 :])
+    return np.moveaxis(rows.reshape(moved), 0, axis)
+
+
+def _grid(rows: np.ndarray, bits: int, symmetric: bool) -> tuple[np.ndarray, ...]:
+    """Per-row scale (float32), zero point (int32) and codes on the uniform grid."""
+    if symmetric and bits >= 2:
+        qmax = (1 << (bits - 1)) - 1
+        qmin = -qmax
+        scale = (np.abs(rows).max(axis=1) / qmax).astype(np.float32)
+        scale[scale == 0] = 1.0
+        zp = np.zeros(rows.shape[0], dtype=np.int32)
+    else:
+        qmin, qmax = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        lo = np.minimum(rows.min(axis=1), 0.0)
+        hi = np.maximum(rows.max(axis=1), 0.0)
+        scale = ((hi - lo) / (qmax - qmin)).astype(np.float32)
+        scale[scale == 0] = 1.0
+        zp = np.clip(np.round(qmin - lo / scale), qmin, qmax).astype(np.int32)
+    q = np.round(rows / scale[:, None]) + zp[:, None]
+    codes = np.clip(q, qmin, qmax).astype(code_dtype(bits))
+    return scale, zp, codes
+
+
+def _kmeans(rows: np.ndarray, bits: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Per-row scale max|w|, shared codebook (sorted float32) and codes."""
+    scale = np.abs(rows).max(axis=1).astype(np.float32)
+    scale[scale == 0] = 1.0
+    x = (rows / scale[:, None]).reshape(-1)
+    k = 1 << bits
+    sample = x
+    if x.size > _KMEANS_SAMPLE:
+        sample = np.random.default_rng(seed).choice(x, _KMEANS_SAMPLE, replace=False)
+    centers = np.quantile(sample, (np.arange(k) + 0.5) / k).astype(np.float64)
+    for _ in range(_KMEANS_ITERS):
+        centers.sort()
+        idx = np.searchsorted((centers[1:] + centers[:-1]) / 2, sample)
+        count = np.bincount(idx, minlength=k)
+        total = np.bincount(idx, weights=sample, minlength=k)
+        new = np.where(count > 0, total / np.maximum(count, 1), centers)
+        if np.allclose(new, centers, rtol=0, atol=1e-7):
+            break
+        centers = new
+    centers = np.sort(centers).astype(np.float32)
+    idx = np.searchsorted((centers[1:] + centers[:-1]) / 2, x)
+    codes = (idx - (1 << (bits - 1))).astype(code_dtype(bits)).reshape(rows.shape)
+    return scale, np.zeros(rows.shape[0], dtype=np.int32), codes, centers
+
+
+def quantize_tensor(
+    w: np.ndarray,
+    axis: int | None,
+    bits: int,
+    *,
+    symmetric: bool = True,
+    kmeans: bool = False,
+) -> Quantized:
+    """Quantize ``w`` to ``bits``-bit codes per slice along ``axis`` (None: per tensor)."""
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bit_num must be 1..16, not {bits}")
+    rows = _channels(w, axis)
+    clusters = None
+    if kmeans and bits <= _KMEANS_MAX_BITS:
+        scale, zp, codes, clusters = _kmeans(rows, bits)
+    else:
+        scale, zp, codes = _grid(rows, bits, symmetric)
+    codes = _back(codes, w.shape, axis)
+    dq = dequantize(codes, scale, zp, axis, bits, w.dtype, clusters)
+    ref = np.asarray(w, dtype=np.float64)
+    norm = float(np.linalg.norm(ref))
+    err = float(np.linalg.norm(ref - dq.astype(np.float64)))
+    rel = err / norm if norm > 0 else 0.0
+    return Quantized(codes, dq, scale, zp, axis, bits, clusters, rel)
+
+
+def choose_bits(
+    w: np.ndarray,
+    axis: int | None,
+    target: float,
+    *,
+    symmetric: bool = True,
+    kmeans: bool = False,
+    low: int = 2,
+    high: int = 16,
+) -> Quantized:
+    """The quantization with the fewest bits in [low, high] whose relative error <= target."""
+    best: Quantized | None = None
+    lo, hi = low, high
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        q = quantize_tensor(w, axis, mid, symmetric=symmetric, kmeans=kmeans)
+        if q.rel_error <= target:
+            best, hi = q, mid - 1
+        else:
+            lo = mid + 1
+    if best is None:
+        best = quantize_tensor(w, axis, high, symmetric=symmetric, kmeans=kmeans)
+    return best
+
+
+# -- which tensors ---------------------------------------------------------------------------
+@dataclass
+class WeightSite:
+    value: Value
+    axis: int  # output-channel axis
+    op: str
+    nodes: list[str]
+
+
+def find_weights(
+    graph: Graph,
+    *,
+    min_size: int = 0,
+    min_channel: int = 16,
+    skip_nodes: list[str] | tuple[str, ...] = (),
+) -> tuple[list[WeightSite], dict[str, list[str]]]:
+    """Quantizable weights (first consumer decides the axis) and skipped ones by reason."""
+    sites: dict[int, WeightSite] = {}
+    skipped: dict[str, list[str]] = {}
+    blocked: set[int] = set()
+    skip = set(skip_nodes)
+
+    def drop(reason: str, v: Value) -> None:
+        blocked.add(id(v))
+        sites.pop(id(v), None)
+        if v.name not in skipped.setdefault(reason, []):
+            skipped[reason].append(v.name)
+
+    for node in graph.all_nodes():
+        for index, axis_of in WEIGHT_INPUTS.get(node.op, ()):
+            v = node.inputs[index] if index < len(node.inputs) else None
+            if v is None or v.const is None or id(v) in blocked:
+                continue
+            w = v.const
+            if v.dtype not in _FLOATS or v.quant is not None or w.ndim < 2:
+                continue
+            if node.name in skip:
+                drop("skip_quant_node", v)
+                continue
+            axis = axis_of(node, w)
+            if w.size < min_size:
+                drop("min_quant_weight_size", v)
+            elif w.shape[axis] < min_channel:
+                drop("min_quant_weight_channel", v)
+            elif id(v) in sites:
+                sites[id(v)].nodes.append(node.name)
+            else:
+                sites[id(v)] = WeightSite(v, axis, node.op, [node.name])
+    return list(sites.values()), skipped
+
+
+# -- the pass ---------------------------------------------------------------------------------
+def quantize_weights(
+    graph: Graph,
+    say: Callable[[str], None] = lambda _msg: None,
+    *,
+    common: dict[str, Any],
+    mixed_bit: dict[str, Any],
+    weight: dict[str, Any],
+) -> dict[str, Any]:
+    """Quantize the graph's weights in place (see the module docstring); returns the report."""
+    bits = int(common.get("bit_num", 8))
+    if not 0 <= bits <= 16:
+        raise ValueError(f"bit_num={bits}: must be 0 (mixed bit) or 1..16")
+    sites, skipped = find_weights(
+        graph,
+        min_size=int(common.get("min_quant_weight_size", 0)),
+        min_channel=int(common.get("min_quant_weight_channel", 16)),
+        skip_nodes=list(common.get("skip_quant_node", [])),
+    )
+    per_channel = bool(weight.get("per_channel", True))
+    opts = {"symmetric": bool(weight.get("symmetric", True)), "kmeans": bool(weight.get("kmeans"))}
+    notes = _notes(weight, mixed_bit)
+    originals = {id(s.value): s.value.const for s in sites}
+
+    def run(target: float) -> list[Quantized]:
+        out = []
+        for s in sites:
+            w, axis = originals[id(s.value)], s.axis if per_channel else None
+            if bits:
+                out.append(quantize_tensor(w, axis, bits, **opts))
+            else:
+                out.append(choose_bits(w, axis, target, **opts))
+        return out
+
+    target = float(mixed_bit.get("init_scale", 0.02))
+    tune: dict[str, Any] | None = None
+    if bits == 0 and mixed_bit.get("auto_tune") and sites:
+        target, tune = _auto_tune(graph, sites, run, target, int(mixed_bit["max_iterations"]))
+    results = run(target)
+    encode = bool(common.get("enable_encode", True))
+    for s, q in zip(sites, results, strict=True):
+        _apply(s.value, q, encode)
+    report = _report(sites, results, originals, skipped, bits, target, tune, notes)
+    if common.get("debug_info_save_path"):
+        folder = common["debug_info_save_path"]
+        report["debug_csv"] = str(_debug_csv(folder, sites, results, originals))
+    how = f"mixed, init_scale={target:g}" if bits == 0 else f"{bits} bits"
+    say(f"weight quant: {len(sites)} tensors, {report['average_bits']:.2f} bits on average ({how})")
+    return report
+
+
+def _apply(v: Value, q: Quantized, encode: bool) -> None:
+    v.const = q.dequant
+    v.quant = QuantParams(scale=q.scale, zero_point=q.zero_point, axis=q.axis, num_bits=q.bits)
+    v.meta["quant_codes"] = q.codes
+    v.meta.pop("quant_clusters", None)
+    if q.clusters is not None:
+        v.meta["quant_clusters"] = q.clusters
+    v.meta["quant_encode"] = encode
+
+
+def _notes(weight: dict[str, Any], mixed_bit: dict[str, Any]) -> list[str]:
+    notes = []
+    if weight.get("bias_correction"):
+        notes.append("bias_correction needs calibration data; not applied to weight quant")
+    if weight.get("dequant_strategy", "ON_THE_FLY") != "ON_THE_FLY":
+        notes.append("dequant_strategy: only ON_THE_FLY (dequantize at load) is implemented")
+    if mixed_bit.get("use_cv_data"):
+        notes.append("use_cv_data: auto_tune uses seeded random inputs, not CV data")
+    return notes
+
+
+def _report(
+    sites: list[WeightSite],
+    results: list[Quantized],
+    originals: dict[int, np.ndarray],
+    skipped: dict[str, list[str]],
+    bits: int,
+    target: float,
+    tune: dict[str, Any] | None,
+    notes: list[str],
+) -> dict[str, Any]:
+    layers = []
+    float_bytes = code_bits = elements = 0
+    for s, q in zip(sites, results, strict=True):
+        w = originals[id(s.value)]
+        float_bytes += int(w.nbytes)
+        code_bits += q.bits * w.size
+        elements += w.size
+        layers.append(
+            {
+                "tensor": s.value.name,
+                "nodes": s.nodes,
+                "op": s.op,
+                "shape": list(w.shape),
+                "axis": q.axis,
+                "bits": q.bits,
+                "kmeans": q.clusters is not None,
+                "rel_error": round(q.rel_error, 6),
+            }
+        )
+    out: dict[str, Any] = {
+        "bit_num": bits,
+        "quantized": len(sites),
+        "average_bits": code_bits / elements if elements else 0.0,
+        "float_bytes": float_bytes,
+        "code_bytes": (code_bits + 7) // 8,
+        "layers": layers,
+        "skipped": skipped,
+    }
+    if bits == 0:
+        out["init_scale"] = target
+    if tune is not None:
+        out["auto_tune"] = tune
+    if notes:
+        out["notes"] = notes
+    return out
+
+
+def _debug_csv(
+    folder: str, sites: list[WeightSite], results: list[Quantized], originals: dict[int, Any]
+) -> Path:
+    """Per-tensor CSV (MindSpore Lite's debug_info_save_path): bits, error, cosine."""
+    path = Path(folder) / "weight_quant.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["tensor", "nodes", "op", "shape", "axis", "bits", "rel_error", "cosine"])
+        for s, q in zip(sites, results, strict=True):
+            w = np.asarray(originals[id(s.value)], dtype=np.float64)
+            cos = _cosine(w, q.dequant.astype(np.float64))
+            shape = "x".join(map(str, w.shape))
+            nodes = ";".join(s.nodes)
+            out.writerow([s.value.name, nodes, s.op, shape, q.axis, q.bits, q.rel_error, cos])
+    return path
+
+
+# -- auto tune ---------------------------------------------------------------------------------
+def _float_outputs(graph: Graph, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    from converter.executor.runtime import Runtime
+
+    rt = Runtime(graph)
+    names = [v.name for v in graph.outputs]
+    out = []
+    for f in feeds:
+        got = rt.run(f)
+        arrays = [np.asarray(got[n]) for n in names]
+        out.append([a.astype(np.float64) for a in arrays if np.issubdtype(a.dtype, np.floating)])
+    return out
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(-1), b.reshape(-1)
+    na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
+    if na == 0.0 or nb == 0.0:
+        return 1.0 if na == nb else 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+def _auto_tune(
+    graph: Graph,
+    sites: list[WeightSite],
+    run: Callable[[float], list[Quantized]],
+    start: float,
+    max_iterations: int,
+) -> tuple[float, dict[str, Any]]:
+    """The largest init_scale whose outputs keep AUTO_TUNE_COSINE (module docstring)."""
+    from converter.verify import make_inputs
+
+    feeds = [make_inputs(graph.inputs, seed=s) for s in (0, 1)]
+    float_out = _float_outputs(graph, feeds)
+    originals = [s.value.const for s in sites]
+    seen: dict[tuple[int, ...], float] = {}
+    trials: list[dict[str, Any]] = []
+
+    def score(target: float) -> float:
+        results = run(target)
+        key = tuple(q.bits for q in results)
+        if key not in seen:
+            for s, q in zip(sites, results, strict=True):
+                s.value.const = q.dequant
+            try:
+                got = _float_outputs(graph, feeds)
+            finally:
+                for s, w in zip(sites, originals, strict=True):
+                    s.value.const = w
+            seen[key] = min(
+                (
+                    _cosine(x, y)
+                    for a, b in zip(float_out, got, strict=True)
+                    for x, y in zip(a, b, strict=True)
+                ),
+                default=1.0,
+            )
+        trials.append({"init_scale": target, "cosine": round(seen[key], 6)})
+        return seen[key]
+
+    good, bad = None, None
+    t = start
+    for _ in range(max(max_iterations, 1)):
+        ok = score(t) >= AUTO_TUNE_COSINE
+        if ok:
+            good = t
+        else:
+            bad = t
+        if good is None:
+            if t < 1e-4:
+                break
+            t /= 2
+        elif bad is None:
+            if t >= 0.5:
+                break
+            t *= 2
+        elif bad / good <= 1.1:
+            break
+        else:
+            t = float(np.sqrt(good * bad))
+    chosen = good if good is not None else t
+    tune = {"target_cosine": AUTO_TUNE_COSINE, "trials": trials, "chosen": chosen}
+    return chosen, tune

@@ -1,0 +1,255 @@
+"""Weight-only quantization: codes per bit width, grids, k-means, mixed bits, the pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from converter.executor.runtime import Runtime
+from converter.ms.codec import dequantize
+from ir import DataType, Graph, Node, Value
+from passes.quant.weight import (
+    AUTO_TUNE_COSINE,
+    choose_bits,
+    find_weights,
+    quantize_tensor,
+    quantize_weights,
+)
+
+MIXED = {"init_scale": 0.02, "auto_tune": False, "use_cv_data": False, "max_iterations": 8}
+
+
+def _w(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _cos(a, b):
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("bits", range(1, 17))
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_every_bit_width_codes_in_range_and_dequantize(bits, symmetric):
+    w = _w((8, 3, 3, 3)) * np.linspace(0.1, 2, 8, dtype=np.float32)[:, None, None, None]
+    q = quantize_tensor(w, 0, bits, symmetric=symmetric)
+    assert q.codes.dtype == (np.int8 if bits <= 8 else np.int16)
+    assert q.codes.min() >= -(1 << (bits - 1)) and q.codes.max() <= (1 << (bits - 1)) - 1
+    assert q.scale.shape == (8,) and q.zero_point.shape == (8,)
+    dq = dequantize(q.codes, q.scale, q.zero_point, 0, bits, np.float32)
+    assert np.array_equal(dq, q.dequant) and q.dequant.dtype == np.float32
+    if bits >= 2:
+        # each weight lies within half a step of its level (no clipping on a range grid)
+        step = q.scale[:, None, None, None]
+        assert np.all(np.abs(w - dq) <= step / 2 + 1e-6)
+    if bits >= 8:
+        assert q.rel_error < 0.02
+
+
+def test_error_falls_with_bits_and_symmetric_zero_point():
+    w = _w((16, 64))
+    errors = [quantize_tensor(w, 0, b).rel_error for b in range(2, 17)]
+    assert all(a > b for a, b in zip(errors, errors[1:], strict=False))
+    assert errors[-1] < 1e-4
+    sym = quantize_tensor(w, 0, 4, symmetric=True)
+    assert np.all(sym.zero_point == 0) and sym.codes.min() >= -7  # narrow range
+
+
+def test_asymmetric_fits_one_sided_weights_better():
+    w = np.abs(_w((16, 256))) + 0.5  # all positive
+    sym = quantize_tensor(w, 0, 4, symmetric=True)
+    asym = quantize_tensor(w, 0, 4, symmetric=False)
+    assert asym.rel_error < sym.rel_error
+    assert np.all(asym.zero_point == -8)  # range [0, max]: zero sits at the lowest code
+    zeros = quantize_tensor(np.zeros((16, 4), np.float32), 0, 4, symmetric=False)
+    assert np.all(zeros.dequant == 0)
+
+
+def test_per_tensor_has_one_scale():
+    q = quantize_tensor(_w((16, 32)), None, 8)
+    assert q.axis is None and q.scale.shape == (1,)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4])
+def test_kmeans_codebook_beats_uniform_grid(bits):
+    w = _w((32, 128), seed=3)
+    km = quantize_tensor(w, 0, bits, kmeans=True)
+    grid = quantize_tensor(w, 0, bits)
+    assert km.clusters is not None and km.clusters.shape == (1 << bits,)
+    assert np.all(np.diff(km.clusters) >= 0)
+    assert np.array_equal(
+        km.dequant, dequantize(km.codes, km.scale, km.zero_point, 0, bits, np.float32, km.clusters)
+    )
+    assert km.rel_error < grid.rel_error
+
+
+def test_kmeans_above_8_bits_uses_the_grid():
+    q = quantize_tensor(_w((16, 64)), 0, 10, kmeans=True)
+    assert q.clusters is None and q.bits == 10
+
+
+def test_choose_bits_takes_the_lowest_width_meeting_the_target():
+    w = _w((32, 512))
+    for target in (0.2, 0.05, 0.02, 0.005):
+        q = choose_bits(w, 0, target)
+        assert q.rel_error <= target
+        if q.bits > 2:
+            assert quantize_tensor(w, 0, q.bits - 1).rel_error > target
+    assert choose_bits(w, 0, 0.02).bits == 7  # the documented ~2.6/(2**b-2) rule
+    assert choose_bits(w, 0, 1e-9).bits == 16  # unreachable target: the widest
+
+
+# -- the pass on graphs ---------------------------------------------------------------------
+def _model(seed: int = 0) -> Graph:
+    """Conv(32x3x3x3) -> Relu -> Reshape -> MatMul(2048x64) -> Gemm(transB, 16x64); + Gather."""
+    rng = np.random.default_rng(seed)
+    g = Graph(name="m")
+    x = Value("x", DataType.FLOAT, (1, 3, 8, 8))
+    ids = Value("ids", DataType.INT64, (1, 4))
+    g.inputs = [x, ids]
+    wc = Value("wc", const=(rng.standard_normal((32, 3, 3, 3)) * 0.3).astype(np.float32))
+    small = Value("small", const=rng.standard_normal((4, 32, 1, 1)).astype(np.float32))
+    y = Value("y")
+    g.append(Node("Conv", [x, wc], [y], {"pads": [1, 1, 1, 1]}, name="conv"))
+    r = Value("r")
+    g.append(Node("Relu", [y], [r], name="relu"))
+    y2 = Value("y2")
+    g.append(Node("Conv", [r, small], [y2], name="conv_small"))
+    f = Value("f")
+    shape = Value("shape", const=np.array([1, -1], np.int64))
+    g.append(Node("Reshape", [y2, shape], [f], name="flat"))
+    wm = Value("wm", const=(rng.standard_normal((256, 64)) * 0.05).astype(np.float32))
+    m = Value("m")
+    g.append(Node("MatMul", [f, wm], [m], name="mm"))
+    wg = Value("wg", const=(rng.standard_normal((16, 64)) * 0.1).astype(np.float32))
+    out = Value("out")
+    g.append(Node("Gemm", [m, wg], [out], {"transB": 1}, name="fc"))
+    table = Value("table", const=rng.standard_normal((50, 16)).astype(np.float32))
+    emb = Value("emb")
+    g.append(Node("Gather", [table, ids], [emb], {"axis": 0}, name="embed"))
+    g.outputs = [out, emb]
+    return g
+
+
+def _common(**kw):
+    base = {
+        "quant_type": "WEIGHT_QUANT",
+        "bit_num": 8,
+        "min_quant_weight_size": 0,
+        "min_quant_weight_channel": 16,
+        "skip_quant_node": [],
+        "debug_info_save_path": "",
+        "enable_encode": True,
+    }
+    return {**base, **kw}
+
+
+def _run(g, feeds):
+    return Runtime(g).run(feeds)
+
+
+FEEDS = {
+    "x": np.random.default_rng(9).standard_normal((1, 3, 8, 8)).astype(np.float32),
+    "ids": np.array([[1, 7, 3, 49]], np.int64),
+}
+
+
+def test_find_weights_axes_and_skips():
+    g = _model()
+    sites, skipped = find_weights(g, min_channel=16, skip_nodes=["mm"])
+    axes = {s.value.name: s.axis for s in sites}
+    assert axes == {"wc": 0, "wg": 0, "table": 1}
+    assert skipped == {"min_quant_weight_channel": ["small"], "skip_quant_node": ["wm"]}
+    sites, skipped = find_weights(g, min_size=1000, min_channel=4)
+    assert {s.value.name for s in sites} == {"wm", "wg"}
+    assert set(skipped["min_quant_weight_size"]) == {"wc", "small", "table"}
+
+
+def test_lstm_weights_are_quantized_along_gates():
+    g = Graph(name="l")
+    x = Value("x", DataType.FLOAT, (5, 1, 8))
+    g.inputs = [x]
+    w = Value("W", const=_w((1, 64, 8)))
+    r = Value("R", const=_w((1, 64, 16)))
+    y = Value("y")
+    g.append(Node("LSTM", [x, w, r], [y], {"hidden_size": 16}, name="lstm"))
+    g.outputs = [y]
+    sites, _ = find_weights(g)
+    assert {(s.value.name, s.axis) for s in sites} == {("W", 1), ("R", 1)}
+
+
+def test_8_bit_keeps_outputs_and_ir_semantics():
+    g = _model()
+    ref = _run(g, FEEDS)
+    report = quantize_weights(g, common=_common(), mixed_bit=MIXED, weight={"per_channel": True})
+    got = _run(g, FEEDS)
+    for name in ref:
+        assert _cos(ref[name], got[name]) >= 0.999
+    assert report["quantized"] == 4 and report["average_bits"] == 8
+    assert report["skipped"] == {"min_quant_weight_channel": ["small"]}
+    assert report["float_bytes"] == 4 * report["code_bytes"]
+    for v in g.values():
+        if v.quant is not None:
+            assert v.dtype == DataType.FLOAT and v.meta["quant_codes"].dtype == np.int8
+            q = v.quant
+            dq = dequantize(v.meta["quant_codes"], q.scale, q.zero_point, q.axis, 8, np.float32)
+            assert np.array_equal(dq, v.const)
+
+
+def test_mixed_bits_report_per_layer_bits_and_error():
+    g = _model()
+    report = quantize_weights(
+        g, common=_common(bit_num=0), mixed_bit={**MIXED, "init_scale": 0.05}, weight={}
+    )
+    bits = {layer["tensor"]: layer["bits"] for layer in report["layers"]}
+    assert set(bits) == {"wc", "wm", "wg", "table"}
+    assert all(2 <= b <= 8 for b in bits.values())
+    assert all(layer["rel_error"] <= 0.05 for layer in report["layers"])
+    assert report["init_scale"] == 0.05 and 4 < report["average_bits"] < 8
+
+
+def test_auto_tune_finds_a_target_that_keeps_the_cosine():
+    g = _model()
+    ref = _run(g, FEEDS)
+    report = quantize_weights(
+        g, common=_common(bit_num=0), mixed_bit={**MIXED, "auto_tune": True}, weight={}
+    )
+    tune = report["auto_tune"]
+    assert tune["target_cosine"] == AUTO_TUNE_COSINE and len(tune["trials"]) >= 2
+    passing = [t["init_scale"] for t in tune["trials"] if t["cosine"] >= AUTO_TUNE_COSINE]
+    assert report["init_scale"] == max(passing) and report["init_scale"] > 0.02
+    got = _run(g, FEEDS)
+    assert _cos(ref["out"], got["out"]) > 0.98  # other inputs than the tuning ones
+
+
+def test_kmeans_and_per_tensor_through_the_pass(tmp_path):
+    g = _model()
+    report = quantize_weights(
+        g,
+        common=_common(bit_num=3, debug_info_save_path=str(tmp_path)),
+        mixed_bit=MIXED,
+        weight={"per_channel": False, "kmeans": True},
+    )
+    assert all(layer["kmeans"] and layer["axis"] is None for layer in report["layers"])
+    wm = next(v for v in g.values() if v.name == "wm")
+    assert wm.meta["quant_clusters"].shape == (8,)
+    rows = (tmp_path / "weight_quant.csv").read_text().splitlines()
+    assert rows[0].startswith("tensor,") and len(rows) == 5
+
+
+def test_skip_quant_node_and_float16_weights():
+    g = _model()
+    for v in g.values():
+        if v.const is not None and v.dtype == DataType.FLOAT:
+            v.const = v.const.astype(np.float16)
+            v.dtype = DataType.FLOAT16
+    quantize_weights(g, common=_common(bit_num=6, skip_quant_node=["fc"]), mixed_bit=MIXED,
+                     weight={})  # fmt: skip
+    by_name = {v.name: v for v in g.values()}
+    assert by_name["wg"].quant is None
+    assert by_name["wm"].quant.num_bits == 6 and by_name["wm"].const.dtype == np.float16
+
+
+def test_bad_bit_num_is_refused():
+    with pytest.raises(ValueError, match="bit_num"):
+        quantize_weights(_model(), common=_common(bit_num=17), mixed_bit=MIXED, weight={})

@@ -41,7 +41,7 @@ def check_with_netron(files: list[Path]) -> None:
     from test_ms_netron import netron_decode_many
 
     from converter.ms import read_ms
-    from converter.ms.primitives import PRIMITIVES
+    from converter.ms.primitives import KHWC_PERM, PRIMITIVES, khwc_weights
 
     decoded = []
     for start in range(0, len(files), 50):  # bounded command lines
@@ -58,9 +58,11 @@ def check_with_netron(files: list[Path]) -> None:
             allowed = {"Custom"} | ({mapped.primitive} if mapped else set())
             assert n["type"] in allowed, (path, node.op, n["type"])
         dims = {t["name"]: t["dims"] for t in info["tensors"]}
+        khwc = khwc_weights(nodes)  # stored KHWC: dims permuted
         for g in graph.all_graphs():
             for v in g.values():
                 if v.shape is not None and v.name in dims:
                     want = [d if isinstance(d, int) else -1 for d in v.shape]
+                    want = [want[a] for a in KHWC_PERM] if id(v) in khwc else want
                     assert dims[v.name] == want, (path, v.name, dims[v.name], want)
         assert len(info["subgraphs"]) == sum(1 for _ in graph.all_graphs()), path

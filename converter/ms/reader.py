@@ -32,7 +32,7 @@ from converter.ms.attrs import decode_attr
 from converter.ms.codec import COMPRESS_TYPES, decode_codes, dequantize
 from converter.ms.dtypes import decode_payload, ir_dtype
 from converter.ms.fbs import Decoder, MsFormatError, Span
-from converter.ms.primitives import decode_primitive
+from converter.ms.primitives import decode_primitive, restore_weight
 from converter.ms.writer import META_NAME
 from ir import DataType, Graph, IRError, Node, QuantParams, Value
 
@@ -125,7 +125,8 @@ class _Reader:
             if float_type is not None and quant is not None:
                 v = self.weight(t, buf, dtype, shape, quant, float_type)
             else:
-                v = Value(t["name"] or "", const=self.payload(t, buf, dtype, shape))
+                array = self.payload(t, buf, dtype, shape)
+                v = Value(t["name"] or "", const=restore_weight(array, t["format"]))
             kinds = {n: k for k, n in COMPRESS_TYPES.items()}
             v.meta["ms_stored_bytes"] = len(buf)
             v.meta["ms_compression"] = kinds.get(t["weightQuantCompressType"], "NONE")

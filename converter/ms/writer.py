@@ -45,7 +45,14 @@ from converter.ms import attrs as attr_codec
 from converter.ms.codec import COMPRESS_TYPES, code_dtype, dequantize, encode_codes
 from converter.ms.dtypes import encode_payload, has_typeid, typeid
 from converter.ms.fbs import FILE_IDENTIFIER, Blob, Decoder, build_table
-from converter.ms.primitives import applicable, decode_primitive, same_attrs
+from converter.ms.primitives import (
+    KHWC,
+    KHWC_PERM,
+    applicable,
+    decode_primitive,
+    khwc_weights,
+    same_attrs,
+)
 from ir import DataType, Graph, Node, Trait, Value, get_op, has_op
 
 __all__ = ["INLINE_LIMIT", "META_NAME", "serialize", "write_ms"]
@@ -225,13 +232,18 @@ class _Writer:
             coded = _weight_codes(v) if v.const is not None else None
             if coded is not None:
                 self.coded[i] = coded
+        khwc = khwc_weights(self.plan.nodes)  # NHWC conv weights are stored KHWC
+        self.khwc = {
+            i for i, v in enumerate(self.plan.values) if id(v) in khwc and i not in self.coded
+        }
 
     def payload(self, i: int) -> np.ndarray | bytes:
         """The bytes stored for constant ``i`` (its codes when weight-quantized)."""
         coded = self.coded.get(i)
         if coded is not None:
             return coded.payload
-        return encode_payload(self.plan.values[i].const)
+        const = self.plan.values[i].const
+        return encode_payload(np.transpose(const, KHWC_PERM) if i in self.khwc else const)
 
     # which constants leave the flatbuffer
     def choose_external(self, threshold: int | None, limit: int) -> list[int]:
@@ -285,8 +297,8 @@ class _Writer:
         t: dict[str, Any] = {
             "nodeType": kinds.get(i, NODE_PARAMETER),
             "dataType": typeid(v.dtype),
-            "dims": _dims(v),
-            "format": 1 if id(v) in nhwc else 0,
+            "dims": [_dims(v)[a] for a in KHWC_PERM] if i in self.khwc else _dims(v),
+            "format": KHWC if i in self.khwc else 1 if id(v) in nhwc else 0,
             "name": v.name,
         }
         key = str(i)

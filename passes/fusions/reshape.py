@@ -148,8 +148,8 @@ def _pieces(m: Match) -> Value | None:
     if any(p is None or p.graph is not m.graph for p in producers):
         return None
     x = producers[0].input(0)  # type: ignore[union-attr]
-    if x is None or x.rank is None or any(p.input(0) is not x for p in producers):  # type: ignore[union-attr]
-        return None
+    if not x or not x.rank or any(p.input(0) is not x for p in producers):  # type: ignore[union-attr]
+        return None  # unknown rank, or a scalar (Concat needs rank >= 1 anyway)
     axis = int(cat.attr("axis")) % x.rank
     if all(p.op == "Split" for p in producers):
         split = producers[0]

@@ -166,3 +166,22 @@ def test_bert_with_pinned_shapes_folds_every_shape_subgraph(tmp_path: Path) -> N
     for gone in ("Shape", "Concat", "Range", "Reshape", "Transpose", "Squeeze"):
         assert gone not in ops
     assert ops["Gather"] == 1  # the word embedding lookup
+
+
+def test_concat_of_pieces_of_a_scalar_source_is_left_alone():
+    """Test: Concat of Unsqueeze-free pieces whose common source is 0-d doesn't crash the rule."""
+    import numpy as np
+
+    from ir import DataType, Graph, Node, Value
+    from passes.fusions import Fusions
+
+    g = Graph()
+    x = Value("x", DataType.INT64, ())
+    g.inputs = [x]
+    axes = Value("axes", const=np.array([0], np.int64))
+    a = g.append(Node("Unsqueeze", [x, axes], name="a"))
+    b = g.append(Node("Unsqueeze", [x, axes], name="b"))
+    cat = g.append(Node("Concat", [a.outputs[0], b.outputs[0]], attrs={"axis": 0}, name="cat"))
+    g.outputs = [cat.outputs[0]]
+    Fusions()(g)  # must not raise
+    assert any(n.op == "Concat" for n in g)

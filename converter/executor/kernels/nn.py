@@ -1046,7 +1046,10 @@ def _source_coords(
     if mode == "pytorch_half_pixel":
         return (x + 0.5) / scale - 0.5 if out > 1 else np.zeros_like(x)
     if mode == "align_corners":
-        return x * (size - 1) / (out - 1) if out > 1 else np.zeros_like(x)
+        # ONNX: length_resized is size * scale, unrounded when scales are given
+        # (with sizes, scale = out / size and this is out - 1)
+        length = size * scale
+        return x * (size - 1) / (length - 1) if out > 1 and length != 1 else np.zeros_like(x)
     if mode == "asymmetric":
         return x / scale
     if mode == "tf_crop_and_resize":

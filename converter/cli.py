@@ -7,6 +7,7 @@
     liteconv compare in.onnx out.ms [--plot layers.png] [--json layers.json]
     liteconv run out.ms --inputs feeds.npz --outputs out.npz
     liteconv inspect out.ms
+    liteconv sensitivity in.onnx --configFile full.ini --target-cos 0.99 --qtable q.qtable
 
 Errors print one line on stderr. Exit codes: 0 success, 1 verification
 failed, 2 bad input or unsupported model, 3 internal error (a liteconv bug;
@@ -222,6 +223,12 @@ def _say(quiet: bool) -> Callable[[str], None]:
     show_default=True,
     help="Store weights and compute in float16 (auto: keep sensitive ops in float32).",
 )
+@click.option(
+    "--qtable",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="FULL_QUANT: ops kept in float and per-op methods (from `liteconv sensitivity`).",
+)
 @click.option("--verify", is_flag=True, help="Run the .ms and the source model; compare outputs.")
 @_threshold_options
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
@@ -241,6 +248,7 @@ def convert_cmd(
     dump_dir: str | None,
     config_file: str | None,
     fp16: str,
+    qtable: str | None,
     verify: bool,
     cosine: float,
     accuracy: float | None,
@@ -275,6 +283,7 @@ def convert_cmd(
         dump_dir=dump_dir,
         config_file=config_file,
         fp16=fp16,
+        qtable=qtable,
         verify=verify,
         thresholds=_thresholds(cosine, accuracy, atol, rtol),
         inputs=inputs,
@@ -567,6 +576,101 @@ def summarize(graph: Any) -> dict[str, Any]:
     }
 
 
+# -- sensitivity --------------------------------------------------------------------------
+@click.command("sensitivity", context_settings={"help_option_names": ["-h", "--help"],
+                                                "max_content_width": 100})
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--fmk", default=None, help="Source framework: ONNX, TFLITE, TF, CAFFE.")
+@click.option("--weightFile", "weight_file", default=None, help="Caffe weights (.caffemodel).")
+@click.option("--inputShape", "input_shape", default=None, help="Pin input shapes (as convert).")
+@click.option("--optimize", type=click.Choice(["none", "basic", "full", "general"]),
+              default="full", show_default=True, help="As convert (node names must match).")
+@click.option("--disable-pass", "disable_pass", default=None, help="As convert.")
+@click.option("--outputFormat", "output_format", default=None, help="As convert.")
+@click.option("--configFile", "config_file", type=click.Path(dir_okay=False), required=True,
+              help="quant_type=FULL_QUANT with [data_preprocess_param] calibration data.")
+@click.option("--inference-data", "inference_data", default=None,
+              help="Folder (or name:folder,...) of inference samples, or 'random'; default: "
+              "the first --inference-size calibration samples.")
+@click.option("--inference-size", "inference_size", type=int, default=30, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random samples.")
+@click.option("--max-float-layers", "max_float_layers", type=int, default=None,
+              help="Keep at most N ops in float.")
+@click.option("--target-cos", "target_cos", type=float, default=None,
+              help="Add ops to the float list until the int8 output cosine reaches this.")
+@click.option("--mode", type=click.Choice(["full", "greedy"]), default="full",
+              show_default=True,
+              help="full: one op more at a time; greedy: bisection over the ranked list.")
+@click.option("--screen", type=int, default=8, show_default=True,
+              help="Samples every method runs on before the best one runs on all (0: all).")
+@click.option("--jobs", type=int, default=0, help="Worker processes (default: CPU count).")
+@click.option("--qtable", type=click.Path(dir_okay=False), required=True,
+              help="Output qtable (convert --qtable).")
+@click.option("--calibration-table", "calibration_table", type=click.Path(dir_okay=False),
+              default=None, help="Output calibration table (default: QTABLE with .cali).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the full report (every op, every method) as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+def sensitivity_cmd(
+    model: str,
+    fmk: str | None,
+    weight_file: str | None,
+    input_shape: str | None,
+    optimize: str,
+    disable_pass: str | None,
+    output_format: str | None,
+    config_file: str,
+    inference_data: str | None,
+    inference_size: int,
+    seed: int,
+    max_float_layers: int | None,
+    target_cos: float | None,
+    mode: str,
+    screen: int,
+    jobs: int,
+    qtable: str,
+    calibration_table: str | None,
+    json_path: str | None,
+    quiet: bool,
+) -> None:
+    """Rank ops by their int8 error (each op alone, every method); write a qtable."""
+    import dataclasses
+
+    from converter.config import load_config
+    from converter.pipeline import load_optimized, write_text_atomic
+    from passes.quant.sensitivity import run_sensitivity, summary_lines
+
+    config = load_config(config_file)
+    say = _say(quiet)
+    if jobs < 0:
+        raise UsageError(f"--jobs must be >= 0, got {jobs}")
+    graph = load_optimized(model, fmk, weight_file=weight_file, input_shapes=input_shape,
+                           optimize=optimize, disable_pass=disable_pass,
+                           output_format=output_format)
+    report = run_sensitivity(
+        graph,
+        dataclasses.asdict(config.common_quant_param),
+        dataclasses.asdict(config.full_quant_param),
+        dataclasses.asdict(config.data_preprocess_param),
+        qtable,
+        inference_data=inference_data,
+        inference_size=inference_size,
+        seed=seed,
+        mode=mode,
+        target_cos=target_cos,
+        max_float_layers=max_float_layers,
+        calibration_table=calibration_table,
+        jobs=jobs,
+        screen=screen,
+        say=say,
+    )
+    if json_path:
+        write_text_atomic(Path(json_path), json.dumps(report, indent=2))
+    for line in summary_lines(report):
+        say(line)
+    click.echo("SENSITIVITY RESULT SUCCESS:0")
+
+
 # -- entry points ---------------------------------------------------------------------------
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="liteconv", prog_name="liteconv")
@@ -574,7 +678,7 @@ def cli() -> None:
     """liteconv: convert models to MindSpore Lite .ms, verify, run and inspect them."""
 
 
-for _cmd in (convert_cmd, verify_cmd, compare_cmd, run_cmd, inspect_cmd):
+for _cmd in (convert_cmd, verify_cmd, compare_cmd, run_cmd, inspect_cmd, sensitivity_cmd):
     cli.add_command(_cmd)
 
 

@@ -6,7 +6,8 @@ the config file:
 
 - ``--fp16 on|auto`` -> ``passes.precision.apply_fp16``
 - ``quant_type=WEIGHT_QUANT`` -> ``passes.quant.weight.quantize_weights``
-- ``quant_type=FULL_QUANT`` -> ``passes.quant.full.quantize_full``
+- ``quant_type=FULL_QUANT`` -> ``passes.quant.full.quantize_full`` (with ``--qtable``: the
+  ops ``liteconv sensitivity`` keeps in float and each op's activation_quant_method)
 
 Each returns a JSON-able report that ends up under ``compression`` in
 ``convert --report``.
@@ -15,7 +16,7 @@ Each returns a JSON-able report that ends up under ``compression`` in
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from converter.config import Config, MixedPrecisionParam
@@ -26,10 +27,16 @@ __all__ = ["compress_graph"]
 
 
 def compress_graph(
-    graph: Graph, config: Config | None, fp16: str, say: Callable[[str], None]
+    graph: Graph,
+    config: Config | None,
+    fp16: str,
+    say: Callable[[str], None],
+    qtable: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     report: dict[str, Any] = {}
     quant_type = config.common_quant_param.quant_type if config is not None else ""
+    if qtable is not None and quant_type != "FULL_QUANT":
+        raise UsageError("--qtable needs quant_type=FULL_QUANT in --configFile")
     if fp16 != "off" and quant_type == "FULL_QUANT":
         raise UsageError("--fp16 and quant_type=FULL_QUANT exclude each other")
     if fp16 != "off":
@@ -64,6 +71,7 @@ def compress_graph(
             common=dataclasses.asdict(config.common_quant_param),
             full=dataclasses.asdict(config.full_quant_param),
             data=dataclasses.asdict(config.data_preprocess_param),
+            **({"qtable": qtable} if qtable is not None else {}),
         )
     elif quant_type == "DYNAMIC_QUANT":
         raise UsageError("quant_type=DYNAMIC_QUANT is not supported yet")

@@ -5,7 +5,8 @@ Steps of :func:`quantize_full`:
 1. Activations a QLinearConv / QGemm output clamp cannot express (anything but
    none, Relu and Clip) are split off ``ConvAct`` / ``MatMulAct`` into their own
    nodes (numerically the same graph).
-2. Plan which nodes become integer ops (skip_quant_node stays float):
+2. Plan which nodes become integer ops (skip_quant_node and a qtable's ``F32`` ops stay
+   float; a qtable's ``INT8 METHOD`` sets that op's output range method):
 
    =====================================  ===================================================
    Conv, ConvAct (const W)                QLinearConv: int8 per-channel symmetric weights,
@@ -50,7 +51,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -92,6 +93,7 @@ class Options:
     per_channel: bool = True
     bias_correction: bool = False
     skip: frozenset[str] = frozenset()
+    methods: dict[str, str] = field(default_factory=dict)  # node name -> its output's method
 
     @classmethod
     def from_config(cls, common: Mapping[str, Any], full: Mapping[str, Any]) -> Options:
@@ -116,16 +118,25 @@ def quantize_full(
     common: Mapping[str, Any],
     full: Mapping[str, Any],
     data: Mapping[str, Any],
+    qtable: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Quantize ``graph`` in place to int8; returns a JSON-able report."""
+    """Quantize ``graph`` in place to int8; returns a JSON-able report.
+
+    ``qtable`` (``convert --qtable``, :mod:`passes.quant.sensitivity`): node name ->
+    ``"F32"`` (kept in float, like skip_quant_node) or the activation_quant_method of
+    that node's output range (and of a graph input it reads).
+    """
     opts = Options.from_config(common, full)
     samples = CalibrationData(graph, data)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     unfused = unfuse_activations(graph, opts.skip)
+    if qtable:
+        opts = apply_qtable(graph, opts, qtable)
     kinds = plan(graph, opts.skip)
     axes = channel_axes(graph, kinds) if opts.bias_correction else {}
-    stats = collect_statistics(graph, samples, opts.method != "MAX_MIN", axes, say)
+    histogram = any(m != "MAX_MIN" for m in (opts.method, *opts.methods.values()))
+    stats = collect_statistics(graph, samples, histogram, axes, say)
     seconds["calibrate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     rewriter = Rewriter(graph, kinds, stats, opts)
@@ -139,6 +150,8 @@ def quantize_full(
         "unfused_activations": unfused,
         "skipped": sorted(opts.skip),
     }
+    if qtable:
+        report["qtable_methods"] = dict(sorted(Counter(opts.methods.values()).items()))
     if opts.bias_correction:
         t0 = time.perf_counter()
         report["bias_correction"] = correct_biases(graph, rewriter.layers, stats)
@@ -156,6 +169,24 @@ def quantize_full(
 
 
 # --------------------------------------------------------------------------- preparation
+
+
+def apply_qtable(graph: Graph, opts: Options, qtable: Mapping[str, str]) -> Options:
+    """``opts`` with the qtable's float ops skipped and its methods (names checked)."""
+    names = {n.name for n in graph.nodes}
+    unknown = sorted(n for n in qtable if n not in names)
+    if unknown:
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise UsageError(
+            f"qtable names {len(unknown)} op(s) not in the graph: {', '.join(unknown[:5])}{more}; "
+            "run sensitivity with the same --optimize/--outputFormat as convert"
+        )
+    bad = sorted({m for m in qtable.values() if m != "F32" and m not in METHODS})
+    if bad:
+        raise UsageError(f"qtable method(s) {', '.join(bad)}: use F32 or {', '.join(METHODS)}")
+    floats = frozenset(n for n, m in qtable.items() if m == "F32")
+    methods = {**opts.methods, **{n: m for n, m in qtable.items() if m != "F32"}}
+    return replace(opts, skip=opts.skip | floats, methods=methods)
 
 
 def unfuse_activations(graph: Graph, skip: frozenset[str] = frozenset()) -> int:
@@ -274,6 +305,30 @@ def plan(graph: Graph, skip: frozenset[str] = frozenset()) -> dict[int, str]:
     return kinds
 
 
+def tensor_methods(graph: Graph, methods: Mapping[str, str]) -> dict[str, str]:
+    """Value name -> method, from per-node methods: a node's outputs, the output of a
+    lone Relu / Clip reader (whose range the node's output may take), graph inputs it
+    reads (the first such node wins)."""
+    out: dict[str, str] = {}
+    if not methods:
+        return out
+    inputs = {id(v) for v in graph.inputs}
+    for node in graph.nodes:
+        m = methods.get(node.name)
+        if m is None:
+            continue
+        for v in node.inputs:
+            if v is not None and id(v) in inputs:
+                out.setdefault(v.name, m)
+        for y in node.outputs:
+            out[y.name] = m
+            readers = y.consumers()
+            if (len(readers) == 1 and readers[0].op in ("Relu", "Clip")
+                    and readers[0].name not in methods):
+                out[readers[0].outputs[0].name] = m
+    return out
+
+
 def channel_axes(graph: Graph, kinds: Mapping[int, str]) -> dict[str, int]:
     """Input value name -> channel axis, for the layers bias correction adjusts."""
     axes: dict[str, int] = {}
@@ -333,6 +388,7 @@ class Rewriter:
         self._params: dict[str, _QInfo] = {}
         self._pending: list[Node] = []
         self._names = {v.name for v in graph.values()} | {n.name for n in graph.nodes}
+        self._tensor_methods = tensor_methods(graph, opts.methods)
 
     def name(self, base: str) -> str:
         """A fresh value / node name (graph.unique_name rescans the graph after each insert)."""
@@ -348,8 +404,9 @@ class Rewriter:
         hit = self._params.get(name)
         if hit is None:
             stats = self.stats.tensors.get(name)
+            method = self._tensor_methods.get(name, self.opts.method)
             lo, hi = (0.0, 0.0) if stats is None else choose_range(
-                stats, self.opts.method, self.opts.symmetric)
+                stats, method, self.opts.symmetric)
             hit = self._params[name] = _QInfo(*affine_params(lo, hi, self.opts.symmetric))
         return hit
 

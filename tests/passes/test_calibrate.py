@@ -152,3 +152,26 @@ def test_images_need_input_type_image(tmp_path):
     except ImportError:
         with pytest.raises(UsageError, match="needs Pillow"):
             list(CalibrationData(_graph(), _data(tmp_path, input_type="IMAGE")))
+
+
+def test_image_samples_resize_crop_normalize_and_layout(tmp_path):
+    """input_type=IMAGE: RGB/BGR, resize, center crop, mean/std, NCHW or NHWC by the input."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    settings = _data(
+        tmp_path, input_type="IMAGE", resize_width=12, resize_height=10, center_crop_width=8,
+        center_crop_height=6, normalize_mean=[10.0, 20.0, 30.0], normalize_std=[2.0, 4.0, 8.0],
+    )  # fmt: skip
+    expect = (pixels[2:8, 2:10].astype(np.float32) - [10, 20, 30]) / [2, 4, 8]
+    (nchw,) = [s["x"] for s in CalibrationData(_graph((1, 3, 6, 8)), settings)]
+    assert nchw.shape == (1, 3, 6, 8)
+    np.testing.assert_allclose(nchw[0], expect.transpose(2, 0, 1), rtol=1e-6)
+    (nhwc,) = [s["x"] for s in CalibrationData(_graph((1, 6, 8, 3)), settings)]
+    np.testing.assert_allclose(nhwc[0], expect, rtol=1e-6)
+    bgr = {**settings, "image_to_format": "BGR"}
+    (b,) = [s["x"] for s in CalibrationData(_graph((1, 6, 8, 3)), bgr)]
+    np.testing.assert_allclose(b[0], ((pixels[2:8, 2:10, ::-1] - [10, 20, 30]) / [2, 4, 8]),
+                               rtol=1e-6)  # fmt: skip

@@ -30,14 +30,19 @@ from passes.fusions import (
     DEFAULT_RULES,
     Fusions,
     activation,
+    activation_extra,
     attention,
     conv,
     gelu,
+    gemm,
     layernorm,
     matmul,
+    normalization,
+    pad,
     reshape,
     rnn,
 )
+from passes.fusions.binary import FuseBinaryActivations
 from passes.fusions.engine import RulePass, RuleSet
 from passes.fusions.qkv import FuseParallelMatMuls
 from passes.fusions.recurrent import FuseRecurrent
@@ -66,7 +71,11 @@ Pipeline = list[Pass | FixedPoint]
 FUSION_FAMILIES: tuple[tuple[str, RuleSet], ...] = (
     ("gelu", gelu.rules),
     ("activation", activation.rules),
+    ("activation_extra", activation_extra.rules),
+    ("normalization", normalization.rules),  # before layernorm: InstanceNorm shares its core
     ("layernorm", layernorm.rules),
+    ("gemm", gemm.rules),
+    ("pad", pad.rules),
     ("conv", conv.rules),
     ("matmul", matmul.rules),
     ("attention", attention.rules),
@@ -80,8 +89,11 @@ conv/matmul fusions in a later round. Rules of ``passes.fusions.DEFAULT_RULES``
 listed in no family run last as the family ``other``.
 """
 
-LATE_PASSES: tuple[type[Pass], ...] = (FuseRecurrent, FuseParallelMatMuls)
-"""Passes run at level ``full`` after the fusions in this order, then the cleanup (e.g. layout)."""
+LATE_PASSES: tuple[type[Pass], ...] = (FuseRecurrent, FuseParallelMatMuls, FuseBinaryActivations)
+"""Passes run at level ``full`` after the fusions in this order, then the cleanup (e.g. layout).
+
+:class:`~passes.fusions.binary.FuseBinaryActivations` (Add/Sub/Mul/Div + activation) comes
+last: the binary ops it absorbs are parts of what the fusions and FuseRecurrent recognize."""
 
 CLEANUP_PASSES: tuple[type[Pass], ...] = (
     FoldConstants,

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ir import Graph, Node, Trait, Value, all_ops
+from ir.ops.fused import BINARY_ACT
 from passes.fusions.activation import FUSABLE, activation_of
 
 __all__ = ["KINDS", "Unfused", "collect_rejections", "find_unfused", "summary_line",
@@ -37,7 +38,7 @@ KINDS = ("BatchNormalization", "activation", "bias Add", "Transpose")
 
 _SHORT = {"BatchNormalization": "BN", "bias Add": "bias Add"}
 _CONVS = ("Conv", "ConvTranspose")
-_FUSED = ("ConvAct", "MatMulAct")
+_FUSED = ("ConvAct", "MatMulAct", *BINARY_ACT)
 _BINARY = {"Add": "an Add", "Sub": "a Sub", "Mul": "a Mul", "Div": "a Div"}
 
 Rejections = Mapping[str, Sequence[tuple[str, str]]]
@@ -106,7 +107,8 @@ def _activation_reason(node: Node, p: Node) -> tuple[str, str]:
             return f"follows {p.op} {p.name!r} that already applies {act}", f"after {p.op}"
     if p.op in _BINARY and all(v is not None and v.const is None for v in p.inputs):
         label = "residual Add" if p.op == "Add" else f"{p.op} of two tensors"
-        return f"activation follows {_BINARY[p.op]} of two tensors ({label})", label
+        return (f"activation follows {_BINARY[p.op]} of two tensors ({label}); "
+                "FuseBinaryActivations did not run", label)  # fmt: skip
     if p.op == "ConvTranspose":
         return "follows a ConvTranspose: ConvAct is Conv only", "after ConvTranspose"
     return f"activation follows a {p.op}, which has no fused activation", f"after {p.op}"

@@ -407,6 +407,17 @@ def _matmul_act() -> Mapping:
     return Mapping("MatMulAct", "MatMulFusion", encode, decode)
 
 
+def _binary_act(op: str, primitive: str) -> Mapping:
+    """AddAct/SubAct/MulAct/DivAct = the binary ``*Fusion`` table with a non-zero
+    activation_type (zero is the plain binary op's)."""
+
+    def encode(node: Node) -> Fields | None:
+        code = _fused_act_code(node)
+        return None if code is None else {"activation_type": code}
+
+    return Mapping(op, primitive, encode, lambda f, n: _fused_act_attrs(f["activation_type"]))
+
+
 def _lstm() -> Mapping:
     def encode(node: Node) -> Fields | None:
         for name in ("activations", "activation_alpha", "activation_beta", "clip"):
@@ -776,6 +787,10 @@ def _build() -> tuple[Mapping, ...]:
         fused_binary("Sub", "SubFusion"),
         fused_binary("Mul", "MulFusion"),
         fused_binary("Div", "DivFusion"),
+        _binary_act("AddAct", "AddFusion"),  # after the plain ops: they claim activation 0
+        _binary_act("SubAct", "SubFusion"),
+        _binary_act("MulAct", "MulFusion"),
+        _binary_act("DivAct", "DivFusion"),
         activation("Relu", "RELU"),
         activation("Sigmoid", "SIGMOID"),
         activation("Tanh", "TANH"),

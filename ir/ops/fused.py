@@ -23,6 +23,12 @@ parameters, in this order (see :data:`ACTIVATION_PARAMS`):
 ``Swish``               ``[alpha]``: ``x * sigmoid(alpha * x)``
 ======================  ==========================================================
 
+``AddAct`` / ``SubAct`` / ``MulAct`` / ``DivAct`` (domain ``liteconv``) are the
+ONNX binary op followed by an activation: ``act(A op B)`` with NumPy
+broadcasting, the output in A's dtype (MindSpore Lite ``AddFusion`` /
+``SubFusion`` / ``MulFusion`` / ``DivFusion`` with ``activation_type``); a
+residual ``Relu(Add(a, b))`` is ``AddAct(a, b, activation="Relu")``.
+
 ``activation_params`` may be omitted (None) only for activations without
 params. ``Swish`` is ONNX's (opset 24, domain ai.onnx): ``x * sigmoid(alpha * x)``.
 
@@ -45,9 +51,12 @@ from ir.core import Node
 from ir.dtypes import DataType
 from ir.ops import nn
 from ir.ops.base import FLOAT, FLOATS, STRING, OpDef, Trait, op
-from ir.ops.infer import broadcast_shapes, in_dtype, in_shape, same_as_input
+from ir.ops.infer import broadcast, broadcast_shapes, in_dtype, in_shape, same_as_input
 
-__all__ = ["ACTIVATION_PARAMS", "OPS", "activation_params_ok"]
+__all__ = ["ACTIVATION_PARAMS", "BINARY_ACT", "OPS", "activation_params_ok"]
+
+BINARY_ACT: dict[str, str] = {"AddAct": "Add", "SubAct": "Sub", "MulAct": "Mul", "DivAct": "Div"}
+"""Fused binary op -> the ONNX binary op it applies before its activation."""
 
 ACTIVATION_PARAMS: dict[str, tuple[str, ...]] = {
     "none": (),
@@ -125,6 +134,10 @@ OPS: tuple[OpDef, ...] = (
     op("Swish", "X", "Y", attrs={"alpha": FLOAT(1.0)},
        traits={Trait.ELEMENTWISE, Trait.UNARY, Trait.ACTIVATION}, infer=same_as_input,
        doc="ONNX Swish (opset 24): x * sigmoid(alpha * x)."),
+    *(op(name, "A B", "C", attrs=dict(_ACT_ATTRS), infer=broadcast, domain="liteconv",
+         traits={Trait.ELEMENTWISE, *((Trait.COMMUTATIVE,) if base in ("Add", "Mul") else ())},
+         doc=f"act(A {base} B), NumPy broadcasting; output in A's dtype.")
+      for name, base in BINARY_ACT.items()),
     op("LSTMMerged", "X W R B? sequence_lens? initial_h? initial_c? P?", "Y? Y_h? Y_c?",
        attrs=dict(_RNNS["LSTMMerged"].attrs), infer=_infer_merged_rnn, domain="liteconv",
        doc="LSTM with Y [S, B, D*H] (layout 1: [B, S, D*H]): directions merged."),

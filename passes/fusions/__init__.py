@@ -9,16 +9,31 @@ what they produce can be absorbed by the conv/matmul fusions in a later round.
 from __future__ import annotations
 
 from passes.base import PassContext
-from passes.fusions import activation, attention, conv, gelu, layernorm, matmul, reshape, rnn
+from passes.fusions import (
+    activation,
+    activation_extra,
+    attention,
+    conv,
+    gelu,
+    gemm,
+    layernorm,
+    matmul,
+    normalization,
+    pad,
+    reshape,
+    rnn,
+)
 from passes.fusions.engine import MatchResult, Rule, RulePass, RuleSet
 
 __all__ = ["DEFAULT_RULES", "Fusions", "MatchResult", "Rule", "RulePass", "RuleSet"]
 
 DEFAULT_RULES: RuleSet = (
-    gelu.rules + activation.rules + layernorm.rules + conv.rules + matmul.rules
+    gelu.rules + activation.rules + activation_extra.rules + normalization.rules
+    + layernorm.rules + gemm.rules + pad.rules + conv.rules + matmul.rules
     + attention.rules + reshape.rules + rnn.rules
 )
-"""Every fusion rule, in trial order."""
+"""Every fusion rule, in trial order. (Binary + activation, :mod:`passes.fusions.binary`,
+runs later, as its own pass.)"""
 
 
 class Fusions(RulePass):

@@ -58,6 +58,7 @@ import numpy as np
 
 from converter.errors import UsageError
 from ir import DataType, Graph, Node, QuantParams, Value
+from ir.ops.fused import BINARY_ACT
 from ir.ops.nn import resolve_pads
 from passes.quant.calibrate import CalibrationData, Statistics, collect_statistics
 from passes.quant.ranges import METHODS, affine_params, choose_range
@@ -189,10 +190,58 @@ def apply_qtable(graph: Graph, opts: Options, qtable: Mapping[str, str]) -> Opti
     return replace(opts, skip=opts.skip | floats, methods=methods)
 
 
+def _split_binary(graph: Graph, node: Node) -> None:
+    """AddAct/SubAct/MulAct/DivAct -> the plain binary op (+ its activation node).
+
+    The int8 rewriter quantizes plain Add/Mul (QLinearAdd/QLinearMul) and folds a
+    following Relu/Clip into the output range, so the fused form must not hide them.
+    """
+    act = node.attrs.get("activation", "none")
+    params = list(node.attrs.get("activation_params") or [])
+    out = node.outputs[0]
+    binary = BINARY_ACT[node.op]
+    if act == "none":
+        node.op = binary  # same inputs and output, no activation: just the plain op
+        node.attrs = {}
+        return
+    mid = Value(graph.unique_name(f"{out.name}_preact"), out.dtype, out.shape)
+    inputs = list(node.inputs)
+    graph.insert_before(node, Node(binary, inputs, [mid], name=node.name))
+    _detach(graph, node, out)
+    if act == "Relu":
+        tail = Node("Relu", [mid], [out], name=graph.unique_name(f"{node.name}_Relu"))
+    elif act == "Clip":
+        lo, hi = (params + [float("-inf"), float("inf")])[:2]
+        bounds = [Value(graph.unique_name(f"{node.name}_{k}"), const=np.array(b, np.float32))
+                  for k, b in (("min", lo), ("max", hi))]  # fmt: skip
+        tail = Node("Clip", [mid, *bounds], [out], name=graph.unique_name(f"{node.name}_Clip"))
+    else:
+        op, names = _UNFUSED[act]
+        attrs = dict(zip(names, params, strict=False))
+        if op == "Gelu":
+            attrs["approximate"] = "tanh" if attrs.get("approximate") else "none"
+        tail = Node(op, [mid], [out], attrs, name=graph.unique_name(f"{node.name}_{op}"))
+    mid_node = mid.producer
+    assert mid_node is not None
+    graph.insert_after(mid_node, tail)
+
+
+def _detach(graph: Graph, node: Node, out: Value) -> Value:
+    """Remove ``node``, freeing its output value ``out`` for a new producer."""
+    graph.remove(node, safe=False)
+    out.producer = None
+    return out
+
+
 def unfuse_activations(graph: Graph, skip: frozenset[str] = frozenset()) -> int:
-    """Split activations other than Relu/Clip off ConvAct/MatMulAct; returns how many."""
+    """Split activations other than Relu/Clip off ConvAct/MatMulAct, and every fused
+    binary op (AddAct, ...) back into its binary op and activation; returns how many."""
     count = 0
     for node in list(graph.nodes):
+        if node.op in BINARY_ACT and node.name not in skip:
+            _split_binary(graph, node)
+            count += 1
+            continue
         act = node.attrs.get("activation", "none")
         if node.op not in ("ConvAct", "MatMulAct") or node.name in skip or act in _CLAMPS:
             continue

@@ -223,6 +223,10 @@ SAMPLES: dict[str, tuple[dict[str, Any], list[Any] | None, int | None]] = {
     ),
     "MatMulAct": ({"activation": "Sigmoid"}, [(2, 3), c(3, 4), c(4)], None),
     "Where": ({}, [(2,), (2,), (2,)], None),
+    "AddAct": ({"activation": "Relu"}, [(2, 3), (2, 3)], None),
+    "SubAct": ({"activation": "Clip", "activation_params": [0.0, 6.0]}, [(2, 3), c(3)], None),
+    "MulAct": ({"activation": "Sigmoid"}, [(2, 3), (1, 3)], None),
+    "DivAct": ({"activation": "Tanh"}, [(2, 3), (2, 3)], None),
 }
 
 
@@ -254,6 +258,7 @@ CUSTOM_CASES = [
     ("Shape", {"start": 1}, None, 1),
     ("BatchNormalization", {"format": "NHWC"}, [(1, 2, 2, 3), c(3), c(3), c(3), c(3)], 1),
     ("Identity", {}, None, 1),
+    ("AddAct", {"activation": "LeakyRelu", "activation_params": [0.1]}, [(2, 3), (2, 3)], 1),
 ]
 
 

@@ -223,3 +223,27 @@ def test_quantize_full_entry_point_and_errors(tmp_path):
         F.quantize_full(_cnn(), print, {"bit_num": 4}, {}, data)
     with pytest.raises(UsageError, match="calibrate_path"):
         F.quantize_full(_cnn(), print, {}, {}, {"calibrate_path": ""})
+
+
+def test_fused_residual_add_relu_is_quantized_as_qlinear_add():
+    """Test: AddAct(Relu) from the binary fusion is split so the residual Add runs in int8."""
+    from ir import DataType, Graph, Node, Value
+    from passes.quant.full import unfuse_activations
+
+    g = Graph()
+    a = Value("a", DataType.FLOAT, (1, 4))
+    b = Value("b", DataType.FLOAT, (1, 4))
+    g.inputs = [a, b]
+    n = g.append(Node("AddAct", [a, b], attrs={"activation": "Relu"}, name="res"))
+    m = g.append(Node("MulAct", [n.outputs[0], b], attrs={"activation": "Clip",
+                                                          "activation_params": [0.0, 6.0]},
+                      name="scale"))  # fmt: skip
+    g.outputs = [m.outputs[0]]
+    feeds = {"a": np.array([[-2, -1, 1, 2]], np.float32), "b": np.array([[1, 3, 2, 4]], np.float32)}
+    from converter.executor.runtime import Runtime
+
+    before = Runtime(g).run(feeds)
+    assert unfuse_activations(g) == 2
+    assert [x.op for x in g] == ["Add", "Relu", "Mul", "Clip"]
+    after = Runtime(g).run(feeds)
+    np.testing.assert_array_equal(before[m.outputs[0].name], after[m.outputs[0].name])

@@ -37,7 +37,7 @@ def _cnn() -> Graph:
     x = b.input("x", (1, 4, 6, 6))
     t_in = b.op("Transpose", x, perm=[0, 1, 3, 2])  # at graph input
     y = b.op("Relu", _bn(b, _conv(b, t_in, 4, 4), 4))  # fuses into ConvAct
-    res = b.op("Relu", b.op("Add", y, t_in))  # residual: stays
+    res = b.op("Relu", b.op("Add", y, t_in))  # residual: AddAct (stays with it disabled)
     cat = b.op("Concat", res, y, axis=1)
     bn = _bn(b, cat, 8)  # BN after a Concat: stays
     lrelu = b.op("LeakyRelu", _conv(b, bn, 8, 4), alpha=0.1)  # not mappable: stays
@@ -45,8 +45,8 @@ def _cnn() -> Graph:
     return b.outputs(out)
 
 
-def _run(g: Graph) -> dict:
-    pm = PassManager(build_pipeline("full", PassContext()))
+def _run(g: Graph, disable: tuple[str, ...] = ()) -> dict:
+    pm = PassManager(build_pipeline("full", PassContext(), disable))
     pm.run(g)
     return unfused_report(g, pm.passes)
 
@@ -60,11 +60,10 @@ def _by_op(report: dict) -> dict[str, list[dict]]:
 
 def test_report_lists_each_remaining_node_with_its_reason() -> None:
     report = _run(_cnn())
-    assert report["counts"] == {"BatchNormalization": 1, "activation": 2, "bias Add": 0,
+    assert report["counts"] == {"BatchNormalization": 1, "activation": 1, "bias Add": 0,
                                 "Transpose": 2}  # fmt: skip
     by = _by_op(report)
-    assert by["Relu"][0]["category"] == "residual Add"
-    assert "follows an Add of two tensors" in by["Relu"][0]["reason"]
+    assert "Relu" not in by  # the residual Add + Relu became AddAct
     assert by["BatchNormalization"][0]["reason"] == "BN input is a Concat, not a conv"
     (leaky,) = by["LeakyRelu"]
     assert leaky["reason"].startswith("Conv+LeakyRelu: LeakyRelu has no MindSpore Lite fused")
@@ -73,8 +72,16 @@ def test_report_lists_each_remaining_node_with_its_reason() -> None:
     cats = sorted(e["category"] for e in by["Transpose"])
     assert cats == ["graph input", "graph output"]
     line = summary_line(report)
-    assert line.startswith("unfused: ") and "1 Relu (residual Add)" in line
+    assert line.startswith("unfused: ") and "residual Add" not in line
     assert "0 bias Add" in line and "1 BatchNormalization (after Concat)" in line
+
+
+def test_residual_relu_without_the_binary_pass() -> None:
+    report = _run(_cnn(), disable=("FuseBinaryActivations",))
+    (relu,) = _by_op(report)["Relu"]
+    assert relu["category"] == "residual Add"
+    assert "follows an Add of two tensors" in relu["reason"]
+    assert "1 Relu (residual Add)" in summary_line(report)
 
 
 def test_conv_output_read_twice_is_reported_with_the_engine_reason() -> None:
@@ -110,5 +117,6 @@ def test_nothing_left_in_a_plain_cnn_and_convert_report(tmp_path: Path) -> None:
     assert unfused == result.unfused
     assert unfused["counts"]["BatchNormalization"] == 0
     assert unfused["counts"]["Transpose"] == 0
-    assert all(e["category"] == "residual Add" for e in unfused["nodes"])
+    assert unfused["counts"]["activation"] == 0  # residual Relus are AddAct
+    assert unfused["nodes"] == []
     assert any(line.startswith("unfused: ") for line in lines)

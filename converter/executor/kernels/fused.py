@@ -6,6 +6,9 @@ where NumPy can (Relu, Clip, LeakyRelu), else through the elementwise kernel of
 the activation op, so the numbers are those of the unfused graph. Outputs keep
 the dtype of the first input.
 
+``AddAct`` / ``SubAct`` / ``MulAct`` / ``DivAct`` run the elementwise kernel of
+their binary op, then the activation on the fresh result.
+
 ``LSTMMerged`` / ``GRUMerged`` run the nn LSTM / GRU kernel and merge the
 direction axis of ``Y`` into the hidden axis (one copy, as a runtime writing
 the steps into the merged buffer would produce); ``Y_h``/``Y_c`` are unchanged.
@@ -19,7 +22,7 @@ import numpy as np
 
 from converter.executor.kernels import elementwise, nn
 from converter.executor.registry import Kernel, KernelContext, UnsupportedKernel
-from ir.ops.fused import activation_params_ok
+from ir.ops.fused import BINARY_ACT, activation_params_ok
 
 __all__ = ["KERNELS", "apply_activation"]
 
@@ -107,6 +110,14 @@ def _matmul_act(ctx: KernelContext, a: Array, b: Array, bias: Array | None = Non
     return apply_activation(y, *_activation(ctx))
 
 
+def _binary_act(op: str) -> Kernel:
+    def kernel(ctx: KernelContext, a: Array, b: Array) -> Array:
+        y = _fresh(np.asarray(elementwise.KERNELS[op](ctx, a, b)), a, b)
+        return apply_activation(y, *_activation(ctx))
+
+    return kernel
+
+
 class _RnnContext:
     """The context of a merged RNN node as the plain LSTM/GRU kernel reads it."""
 
@@ -152,6 +163,7 @@ KERNELS: dict[str, Kernel] = {
     "ConvAct": _conv_act,
     "MatMulAct": _matmul_act,
     "Swish": _swish_kernel,
+    **{name: _binary_act(base) for name, base in BINARY_ACT.items()},
     "LSTMMerged": _merged_rnn("LSTM"),
     "GRUMerged": _merged_rnn("GRU"),
 }

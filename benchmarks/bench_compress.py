@@ -1,63 +1,109 @@
-"""Weight quantization + entropy coding: .ms size, accuracy and load time per bit width.
+"""Weight quantization + entropy coding: .ms size, accuracy and load time per setting.
 
-    .venv/bin/python -m benchmarks.bench_compress [--models resnet50,mobilenet_v2,bert,lstm]
-        [--settings 8,6,4,mixed,mixed@0.06] [--auto-tune] [--small] [--json out.json]
+    .venv/bin/python -m benchmarks.bench_compress [--models resnet50,mobilenet_v2,...]
+        [--settings 8,4,mixed@0.06,auto@0.999,auto@0.995,auto@0.99] [--small]
+        [--json out.json] [--plot docs/compression.png] [--from-json out.json]
 
-For each model (random weights, seed 0): convert to a float32 `.ms`, then for
-each setting convert again with a MindSpore-spelled config file
-(``[common_quant_param] quant_type=WEIGHT_QUANT bit_num=N enable_encode=true``;
-``mixed`` is ``bit_num=0`` with ``init_scale`` 0.02, ``mixed@S`` with init_scale S,
-``--auto-tune`` adds ``mixed+auto``). Reported per setting:
+Models (:func:`specs`, random weights, seed 0): resnet50, mobilenet_v2,
+efficientnet_b0, yolo_fpn (320x320), ocr_recognizer, unet (128x128), bert (4
+layers, full vocabulary, sequence 32) and lstm_tagger. Each is converted to a
+float32 `.ms`, then, per setting, parsed, optimized and weight-quantized as
+``convert`` does (``quantized_ms``; the settings are MindSpore Lite config
+sections, :func:`setting_params`) and written entropy coded and bit-packed:
+
+* ``N``: ``bit_num=N`` per channel; ``mixed@S``: ``bit_num=0``, ``init_scale=S``;
+* ``auto@C``: ``bit_num=0``, ``auto_tune=true``, ``target_cosine=C`` (bits per
+  tensor by measured output sensitivity on the tuning seeds 0 and 1, see
+  passes/quant/weight.py); ``N/auto@C``: N bits, per-tensor/per-channel by auto_tune.
+
+Reported per setting:
 
 * ``ratio``: float32 `.ms` bytes / quantized `.ms` bytes;
 * ``cosine``: the worst output cosine similarity against the float32 `.ms` over
-  two seeded inputs (seeds 10 and 11, not the auto-tune ones);
-* ``coded/bound``: bytes of the ANS-coded tensors over their order-0 entropy
-  bound (sum of per-tensor bounds; the worst single tensor in ``worst``);
-* load times (best of 7, process CPU seconds of ``read_ms`` + executor setup): the coded file, the
-  same quantization without entropy coding (``enable_encode=false``,
-  bit-packed), and the float32 file.
+  two held-out seeded inputs (seeds 10 and 11, not the tuning ones);
+* ``delta``: cosine of the difference between the two inputs' outputs (quantized
+  against float32): the input-dependent part, see :func:`delta_cosine`;
+* ``bits``: how many tensors got each width; ``coded/bound``: bytes of the
+  ANS-coded tensors over their order-0 entropy bound (sum of per-tensor bounds;
+  the worst single tensor in ``worst``);
+* load times (best of 7, process CPU seconds of ``read_ms`` + executor setup): the coded file and
+  the same codes bit-packed (``enable_encode=false``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
 
-SETTINGS = ("8", "6", "4", "mixed", "mixed@0.06", "mixed@0.1")
+LARGE = 1 << 16
+"""Tensors with at least this many codes count as large in coding_stats' worst_large_tensor
+(a smaller one pays a visible share for the fixed header and frequency table)."""
+SETTINGS = ("8", "4", "mixed@0.06", "auto@0.999", "auto@0.995", "auto@0.99")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A benchmark model: its builder, pinned input shapes and token vocabulary."""
+
+    make: Callable[[], onnx.ModelProto]
+    shapes: dict[str, list[int]]
+    vocab: int | None = None
+
+
+def specs(small: bool = False) -> dict[str, Spec]:
+    """The benchmark models (random weights, seed 0), full size or ``small``."""
+    from benchmarks import models as m
+    from benchmarks import models_zoo as z
+
+    size = 64 if small else 224
+    img = {"input": [1, 3, size, size]}
+    bert = m.BertConfig(layers=2, vocab=8000) if small else m.BertConfig(layers=4)
+    return {
+        "resnet50": Spec(lambda: m.resnet(depth=14 if small else 50, image=size), img),
+        "mobilenet_v2": Spec(lambda: m.mobilenet_v2(1.0, image=size), img),
+        "efficientnet_b0": Spec(lambda: z.efficientnet(image=size), img),
+        "yolo_fpn": Spec(
+            lambda: z.yolo_fpn(image=128 if small else 320),
+            {"images": [1, 3] + [128 if small else 320] * 2},
+        ),
+        "ocr_recognizer": Spec(z.ocr_recognizer, {"image": [1, 1, 32, 128]}),
+        "unet": Spec(
+            lambda: z.unet(image=64 if small else 128),
+            {"image": [1, 3] + [64 if small else 128] * 2},
+        ),
+        "bert": Spec(
+            lambda: m.bert_encoder(bert),
+            {"input_ids": [1, 32], "attention_mask": [1, 32]},
+            bert.vocab,
+        ),
+        "lstm_tagger": Spec(
+            lambda: m.lstm_tagger(vocab=5000, emb=128, hidden=256, tags=20),
+            {"tokens": [16, 1]},
+            5000,
+        ),
+    }
 
 
 def build(name: str, small: bool) -> tuple[onnx.ModelProto, dict[str, list[int]], dict]:
     """(model, input shapes, feeds maker args) for a benchmark model."""
-    from benchmarks import models as m
-
-    size = 64 if small else 224
-    if name == "resnet50":
-        model = m.resnet(depth=14 if small else 50, image=size)
-        return model, {"input": [1, 3, size, size]}, {}
-    if name == "mobilenet_v2":
-        return m.mobilenet_v2(1.0, image=size), {"input": [1, 3, size, size]}, {}
-    if name == "bert":
-        cfg = m.BertConfig(layers=2, vocab=8000) if small else m.BertConfig()
-        return (
-            m.bert_encoder(cfg),
-            {"input_ids": [1, 32], "attention_mask": [1, 32]},
-            {"vocab": cfg.vocab},
-        )
-    if name == "lstm":
-        model = m.lstm_tagger(vocab=5000, emb=128, hidden=256, tags=20)
-        return model, {"tokens": [16, 1]}, {"vocab": 5000}
-    raise SystemExit(f"unknown model {name!r}")
+    spec = specs(small).get("lstm_tagger" if name == "lstm" else name)
+    if spec is None:
+        raise SystemExit(f"unknown model {name!r}: use {', '.join(specs())}")
+    return spec.make(), spec.shapes, {"vocab": spec.vocab}
 
 
 def feeds_for(graph: Any, seed: int, vocab: int | None) -> dict[str, np.ndarray]:
+    """Seeded inputs: floats standard normal, masks ones, token ids uniform in the vocabulary."""
     rng = np.random.default_rng(seed)
     out = {}
     for v in graph.inputs:
@@ -71,27 +117,70 @@ def feeds_for(graph: Any, seed: int, vocab: int | None) -> dict[str, np.ndarray]
     return out
 
 
-def _config(folder: Path, setting: str, encode: bool) -> Path:
-    lines = ["[common_quant_param]", "quant_type=WEIGHT_QUANT"]
-    mixed = ["[mixed_bit_weight_quant_param]"]
-    if setting.startswith("mixed"):
-        lines.append("bit_num=0")
-        if "@" in setting:
-            mixed.append(f"init_scale={setting.split('@')[1]}")
-        if setting.endswith("+auto"):
-            mixed += ["auto_tune=true", "max_iterations=12"]
+def setting_params(setting: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(common, mixed_bit, weight) config sections of a setting, MindSpore Lite spelling.
+
+    ``N``: ``bit_num=N``; ``mixed@S``: ``bit_num=0 init_scale=S``; ``auto@C``:
+    ``bit_num=0 auto_tune=true`` with output cosine target C (``target_cosine``);
+    ``N/auto@C``: ``bit_num=N auto_tune=true`` (per tensor or per channel chosen by auto_tune).
+    """
+    from converter.config import CommonQuantParam, MixedBitWeightQuantParam, WeightQuantParam
+
+    common = dataclasses.asdict(CommonQuantParam(quant_type="WEIGHT_QUANT"))
+    mixed = dataclasses.asdict(MixedBitWeightQuantParam())
+    weight = dataclasses.asdict(WeightQuantParam())
+    common.update(min_quant_weight_size=0, min_quant_weight_channel=16, enable_encode=True)
+    kind, _, arg = setting.partition("@")
+    if kind == "mixed":
+        common["bit_num"] = 0
+        mixed["init_scale"] = float(arg or 0.02)
+    elif kind.endswith("auto"):
+        common["bit_num"] = int(kind.split("/")[0]) if "/" in kind else 0
+        mixed.update(auto_tune=True, max_iterations=8, target_cosine=float(arg or 0.995))
     else:
-        lines.append(f"bit_num={setting}")
-    lines += ["min_quant_weight_size=0", "min_quant_weight_channel=16"]
-    lines.append(f"enable_encode={'true' if encode else 'false'}")
-    path = folder / f"{setting}_{encode}.cfg"
-    path.write_text("\n".join(lines + mixed) + "\n")
-    return path
+        common["bit_num"] = int(kind)
+    return common, mixed, weight
+
+
+def quantized_ms(
+    src: Path, shapes: dict[str, list[int]], out: Path, setting: str
+) -> tuple[Path, Path, dict[str, Any], float]:
+    """``src`` parsed, optimized (full) and weight-quantized as ``convert`` does, written
+    entropy coded (``out``) and bit-packed (``*_packed.ms``); also returns the report and
+    the seconds the quantization took."""
+    from converter.ms import write_ms
+    from converter.pipeline import optimize_graph, parse_model
+    from passes.quant.weight import quantize_weights
+
+    graph = parse_model(src, "ONNX", shapes)
+    optimize_graph(graph, "full")
+    common, mixed, weight = setting_params(setting)
+    t0 = time.perf_counter()
+    report = quantize_weights(graph, common=common, mixed_bit=mixed, weight=weight)
+    seconds = time.perf_counter() - t0
+    write_ms(graph, out)
+    for v in graph.values():
+        if "quant_encode" in v.meta:
+            v.meta["quant_encode"] = False
+    packed = out.with_name(out.stem + "_packed.ms")
+    write_ms(graph, packed)
+    return out, packed, report, seconds
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def delta_cosine(refs: list[dict[str, np.ndarray]], got: list[dict[str, np.ndarray]]) -> float:
+    """Worst cosine between ``got[0] - got[1]`` and ``refs[0] - refs[1]`` over the outputs.
+
+    The part of an output that depends on the input. With random weights many of
+    these models answer almost the same for any input (plain cosine between two
+    inputs' float outputs 0.9996-1.0 for the CNNs), so plain cosine mostly checks
+    the constant part; this one checks what the inputs change.
+    """
+    return min(_cosine(refs[0][k] - refs[1][k], got[0][k] - got[1][k]) for k in refs[0])
 
 
 def _load_seconds(path: Path, repeat: int = 7) -> float:
@@ -113,6 +202,7 @@ def coding_stats(path: Path) -> dict[str, Any]:
 
     coded = bound = 0.0
     worst = (1.0, "")
+    worst_large = (1.0, "")
     kinds: dict[str, int] = {}
     for v in read_ms(path).values():
         if v.const is None or "quant_codes" not in v.meta:
@@ -126,11 +216,14 @@ def coding_stats(path: Path) -> dict[str, Any]:
         bound += b
         if b > 0 and v.meta["ms_stored_bytes"] / b > worst[0]:
             worst = (v.meta["ms_stored_bytes"] / b, v.name)
+        if b > 0 and v.const.size >= LARGE and v.meta["ms_stored_bytes"] / b > worst_large[0]:
+            worst_large = (v.meta["ms_stored_bytes"] / b, v.name)
     return {
         "coded_bytes": int(coded),
         "bound_bytes": int(bound),
         "coded_over_bound": coded / bound if bound else None,
         "worst_tensor": {"ratio": worst[0], "name": worst[1]},
+        "worst_large_tensor": {"ratio": worst_large[0], "name": worst_large[1]},
         "tensors_by_compression": kinds,
     }
 
@@ -148,32 +241,28 @@ def bench_model(name: str, settings: list[str], small: bool, work: Path) -> dict
     float_bytes = float_ms.stat().st_size
     rows = []
     for setting in settings:
-        out = {"setting": setting}
-        for encode in (True, False):
-            t0 = time.perf_counter()
-            res = converter.convert(
-                src,
-                output=work / f"{name}_{setting}_{encode}.ms",
-                input_shapes=shapes,
-                config_file=_config(work, setting, encode),
-            )
-            seconds = time.perf_counter() - t0
-            if encode:
-                wq = res.compression["weight_quant"]
-                out["convert_s"] = round(seconds, 2)
-                out["bytes"] = res.output.stat().st_size
-                out["ratio"] = float_bytes / out["bytes"]
-                out["average_bits"] = round(wq["average_bits"], 3)
-                out["init_scale"] = wq.get("init_scale")
-                q = converter.load(res.output)
-                out["cosine"] = min(
-                    _cosine(r[k], q.run(f)[k]) for f, r in zip(feeds, refs, strict=True) for k in r
-                )
-                out.update(coding_stats(res.output))
-                out["load_coded_s"] = _load_seconds(res.output)
-            else:
-                out["bytes_packed"] = res.output.stat().st_size
-                out["load_packed_s"] = _load_seconds(res.output)
+        path, packed, wq, seconds = quantized_ms(
+            src, shapes, work / f"{name}_{setting}.ms", setting
+        )
+        out: dict[str, Any] = {"setting": setting, "quantize_s": round(seconds, 2)}
+        out["bytes"] = path.stat().st_size
+        out["ratio"] = float_bytes / out["bytes"]
+        out["average_bits"] = round(wq["average_bits"], 3)
+        out["bits"] = _histogram([layer["bits"] for layer in wq["layers"]])
+        out["per_tensor"] = wq["per_tensor"]
+        out["kmeans"] = sum(layer["kmeans"] for layer in wq["layers"])
+        if "auto_tune" in wq:
+            tune = wq["auto_tune"]
+            out["tuning_cosine"] = tune["trials"][tune["chosen"]]["cosine"]
+            out["rounds"] = len(wq["auto_tune"]["trials"])
+        q = converter.load(path)
+        got = [q.run(f) for f in feeds]
+        out["cosine"] = min(_cosine(r[k], g[k]) for g, r in zip(got, refs, strict=True) for k in r)
+        out["delta_cosine"] = delta_cosine(refs, got)
+        out.update(coding_stats(path))
+        out["bytes_packed"] = packed.stat().st_size
+        out["load_coded_s"] = _load_seconds(path)
+        out["load_packed_s"] = _load_seconds(packed)
         out["load_coded_over_packed"] = out["load_coded_s"] / out["load_packed_s"]
         rows.append(out)
     return {
@@ -184,15 +273,87 @@ def bench_model(name: str, settings: list[str], small: bool, work: Path) -> dict
     }
 
 
+def _histogram(bits: list[int]) -> str:
+    """``{bits: count}`` as ``"2:5 3:10 8:1"``."""
+    values, counts = np.unique(np.asarray(bits, dtype=np.int64), return_counts=True)
+    return " ".join(f"{v}:{c}" for v, c in zip(values.tolist(), counts.tolist(), strict=True))
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Size-accuracy curves: compression ratio against 1 - output cosine, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    for r in results:
+        tuned = sorted((s for s in r["settings"] if s["setting"].startswith("auto")),
+                       key=lambda s: s["ratio"])  # fmt: skip
+        other = [s for s in r["settings"] if not s["setting"].startswith("auto")]
+        (line,) = ax.plot(
+            [s["ratio"] for s in tuned],
+            [max(1.0 - s["cosine"], 1e-7) for s in tuned],
+            marker="o",
+            label=r["model"],
+        )
+        ax.scatter(
+            [s["ratio"] for s in other],
+            [max(1.0 - s["cosine"], 1e-7) for s in other],
+            facecolors="none",
+            edgecolors=line.get_color(),
+        )
+    ax.axhline(0.01, color="grey", linestyle="--", linewidth=0.8)
+    ax.axvline(8.0, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("float32 .ms bytes / quantized .ms bytes")
+    ax.set_ylabel("1 - worst output cosine (held-out inputs)")
+    ax.set_yscale("log")
+    ax.set_xscale("log")
+    ax.set_title("weight quantization: auto_tune (lines) vs fixed 8/4 bits, mixed@0.06 (rings)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    """One markdown row per model and setting (for docs/results.md)."""
+    lines = [
+        "| model | setting | bits (tensors) | MB | ratio | cosine | delta cosine | coded/bound "
+        "(worst; worst >= 64K codes) |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        for s in r["settings"]:
+            cb = s["coded_over_bound"]
+            large = s.get("worst_large_tensor", {}).get("ratio", float("nan"))
+            bound = (
+                "-" if cb is None else f"{cb:.4f} ({s['worst_tensor']['ratio']:.3f}; {large:.3f})"
+            )
+            lines.append(
+                f"| {r['model']} | {s['setting']} | {s['bits']} | {s['bytes'] / 1e6:.2f} | "
+                f"{s['ratio']:.2f} | {s['cosine']:.5f} | {s.get('delta_cosine', float('nan')):.4f} "
+                f"| {bound} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet50,mobilenet_v2,bert,lstm")
     ap.add_argument("--settings", default=",".join(SETTINGS))
-    ap.add_argument("--auto-tune", action="store_true", help="also run mixed+auto")
     ap.add_argument("--small", action="store_true", help="reduced model sizes (quick check)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None, help="write the size-accuracy curves (PNG)")
+    ap.add_argument("--from-json", default=None, help="print/plot saved results, run nothing")
     args = ap.parse_args()
-    settings = args.settings.split(",") + (["mixed+auto"] if args.auto_tune else [])
+    settings = args.settings.split(",")
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        print(markdown(saved))
+        if args.plot:
+            plot(saved, Path(args.plot))
+        return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
@@ -203,19 +364,22 @@ def main() -> None:
                 f"load {r['load_float_s'] * 1e3:.0f} ms"
             )
             print(
-                f"  {'setting':<12} {'bits':>5} {'MB':>8} {'ratio':>6} {'cosine':>9} "
+                f"  {'setting':<12} {'bits':>5} {'MB':>8} {'ratio':>6} {'cosine':>9} {'delta':>7} "
                 f"{'coded/bound':>11} {'worst':>6} {'load coded/packed ms':>21}"
             )
             for s in r["settings"]:
                 cb = s["coded_over_bound"]
                 print(
                     f"  {s['setting']:<12} {s['average_bits']:>5.2f} {s['bytes'] / 1e6:>8.2f} "
-                    f"{s['ratio']:>6.2f} {s['cosine']:>9.6f} "
+                    f"{s['ratio']:>6.2f} {s['cosine']:>9.6f} {s['delta_cosine']:>7.4f} "
                     f"{'-' if cb is None else f'{cb:.4f}':>11} {s['worst_tensor']['ratio']:>6.3f} "
                     f"{s['load_coded_s'] * 1e3:>9.0f} / {s['load_packed_s'] * 1e3:<9.0f}"
                 )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    print(markdown(results))
+    if args.plot:
+        plot(results, Path(args.plot))
 
 
 if __name__ == "__main__":

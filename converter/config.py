@@ -74,6 +74,7 @@ class MixedBitWeightQuantParam:
     auto_tune: bool = False
     use_cv_data: bool = False
     max_iterations: int = 100
+    target_cosine: float = 0.995  # liteconv: the output cosine auto_tune spends bits for
 
 
 @dataclass

@@ -2,8 +2,9 @@
 
 What is quantized
 -----------------
-The constant float weights of Conv / ConvTranspose / ConvAct (input W),
-MatMul / MatMulAct / Gemm (input B), LSTM / GRU / RNN (inputs W and R) and
+The constant float weights of Conv / ConvTranspose / ConvAct / FusedConv (input W),
+MatMul / MatMulAct / Gemm / FusedMatMul (input B), MsAttention (packed QKV
+weights), LSTM / GRU / RNN and their merged-output forms (inputs W and R) and
 Gather tables (input data, rank >= 2), unless the tensor has fewer than
 ``min_quant_weight_size`` elements or fewer than ``min_quant_weight_channel``
 channels, a consumer is named in ``skip_quant_node``, it already carries
@@ -35,13 +36,42 @@ Gaussian-like tensor on the symmetric grid the error is about
 ``2.6 / (2**b - 2)``, so the default 0.02 gives 7 bits and 0.04-0.08 give 6-5 bits;
 entropy coding (``enable_encode``) then stores roughly ``b - 1.5`` bits per weight.
 
-``auto_tune=true`` searches the target instead: the float graph and the
-quantized graph run in the executor on two seeded random inputs
-(``converter.verify.make_inputs``, seeds 0 and 1), and the target is doubled
-from ``init_scale`` while every float output keeps a cosine similarity of at
-least :data:`AUTO_TUNE_COSINE` (halved while it does not), then bisected
-geometrically; at most ``max_iterations`` evaluations. The largest passing
-target wins.
+auto_tune: bits by measured output sensitivity
+----------------------------------------------
+``auto_tune=true`` allocates bits to meet an output target instead of a weight
+error: every float output must keep a cosine similarity of at least
+``target_cosine`` (a liteconv key of ``[mixed_bit_weight_quant_param]``, default
+:data:`AUTO_TUNE_COSINE`) against the float graph, run by the executor on two
+seeded random inputs (``converter.verify.make_inputs``, seeds :data:`TUNE_SEEDS`).
+
+1. *Options.* Each tensor is quantized every way the search may pick: the
+   uniform grid at :data:`TUNE_BITS` bits and k-means codebooks at
+   :data:`TUNE_KMEANS_BITS` bits, each with one scale per channel and one per
+   tensor (per channel only with ``per_channel=true``). Each option has its
+   squared weight error and its stored size (:func:`stored_bytes`: the codes as
+   the writer stores them, ANS-coded at their order-0 entropy where that wins,
+   plus :data:`QUANT_PARAM_BYTES` per QuantParam and the codebook). Options that
+   are both larger and less accurate than another are dropped.
+2. *Sensitivity.* Tensor ``i`` alone is quantized at :data:`PROBE_BITS` bits and
+   the graph run: ``s_i = (1 - worst output cosine) / ||w_i - dequant||^2``. For
+   small independent errors ``1 - cosine`` adds up over tensors, so an
+   allocation's output error is predicted as ``sum_i s_i * err_i``. This is
+   where first, last and otherwise sensitive layers earn their extra bits.
+3. *Allocation.* Each tensor takes the option minimizing
+   ``bytes + lam * s_i * err``; ``lam`` is bisected so that the predicted error
+   meets the budget (initially ``1 - target_cosine``) with the fewest bytes.
+4. *Check.* The allocation runs on the tuning inputs; the budget is rescaled
+   by ``allowed / measured`` (bisected geometrically once one budget met the
+   target and one did not) and steps 3-4 repeat (at most ``max_iterations``,
+   capped at :data:`TUNE_MAX_ROUNDS`) until the measured error lies within 10%
+   below the allowed one. The smallest allocation that met the target wins
+   (if none did, the most accurate one tried; the report says ``met: false``;
+   ``chosen`` is the index of the winning trial).
+
+With ``bit_num=N`` (1..16) and ``auto_tune=true`` the width stays ``N`` and the
+search only picks, per tensor, one scale per channel or one per tensor: a
+QuantParam costs :data:`QUANT_PARAM_BYTES` in the ``.ms``, so per-channel scales
+on short rows (depthwise 3x3: 9 codes a row) can cost more than the codes.
 
 IR representation
 -----------------
@@ -64,21 +94,31 @@ from typing import Any
 
 import numpy as np
 
-from converter.ms.codec import code_dtype, dequantize
+from converter.ms.codec import ANS_CHUNK, MIN_GAIN, code_dtype, dequantize
 from ir import DataType, Graph, Node, QuantParams, Value
 
 __all__ = [
     "AUTO_TUNE_COSINE",
     "Quantized",
     "choose_bits",
+    "entropy_bytes",
     "find_weights",
     "quantize_tensor",
     "quantize_weights",
+    "stored_bytes",
 ]
 
 logger = logging.getLogger(__name__)
 
 AUTO_TUNE_COSINE = 0.995
+"""auto_tune's default output cosine target (``target_cosine`` in mixed_bit overrides it)."""
+QUANT_PARAM_BYTES = 20
+"""Bytes one QuantParam table costs in the ``.ms`` (scale, numBits, inited, vector slot)."""
+PROBE_BITS = 3
+TUNE_SEEDS = (0, 1)
+TUNE_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
+TUNE_KMEANS_BITS = (2, 3, 4)
+TUNE_MAX_ROUNDS = 8
 _FLOATS = (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16)
 _KMEANS_MAX_BITS = 8
 _KMEANS_SAMPLE = 1 << 18
@@ -93,6 +133,10 @@ def _gemm_b(node: Node, w: np.ndarray) -> int:
     return 0 if node.attr("transB") else 1
 
 
+def _fused_matmul_b(node: Node, w: np.ndarray) -> int:
+    return w.ndim - 2 if node.attr("transB") else w.ndim - 1
+
+
 # op -> ((input index, axis of the output channel), ...)
 WEIGHT_INPUTS: dict[str, tuple[tuple[int, Callable[[Node, np.ndarray], int]], ...]] = {
     "Conv": ((1, lambda n, w: 0),),
@@ -101,8 +145,13 @@ WEIGHT_INPUTS: dict[str, tuple[tuple[int, Callable[[Node, np.ndarray], int]], ..
     "MatMul": ((1, _last),),
     "MatMulAct": ((1, _last),),
     "Gemm": ((1, _gemm_b),),
+    "FusedConv": ((1, lambda n, w: 0),),
+    "FusedMatMul": ((1, _fused_matmul_b),),
+    "MsAttention": ((1, _last),),
     "LSTM": ((1, lambda n, w: 1), (2, lambda n, w: 1)),
+    "LSTMMerged": ((1, lambda n, w: 1), (2, lambda n, w: 1)),
     "GRU": ((1, lambda n, w: 1), (2, lambda n, w: 1)),
+    "GRUMerged": ((1, lambda n, w: 1), (2, lambda n, w: 1)),
     "RNN": ((1, lambda n, w: 1), (2, lambda n, w: 1)),
     "Gather": ((0, _last),),
 }
@@ -285,6 +334,34 @@ def find_weights(
     return list(sites.values()), skipped
 
 
+# -- stored size ---------------------------------------------------------------------------------
+def entropy_bytes(codes: np.ndarray, bits: int) -> float:
+    """Order-0 entropy of ``codes`` times their count, in bytes (bincount, no sort)."""
+    counts = np.bincount(codes.reshape(-1).astype(np.int64) + (1 << (bits - 1)))
+    counts = counts[counts > 0]
+    if counts.size <= 1:
+        return 0.0
+    return float((counts * np.log2(counts.sum() / counts)).sum() / 8)
+
+
+def stored_bytes(q: Quantized, encode: bool = True) -> float:
+    """Bytes the ``.ms`` writer spends on ``q``: codes in their stored form, QuantParams, codebook.
+
+    The codes follow ``converter.ms.codec.encode_codes``: 8/16 bits raw, other widths
+    bit-packed, or ANS-coded (order-0 bound plus header, table and chunk lengths)
+    when that is at least ``MIN_GAIN`` smaller than packing.
+    """
+    n, b = q.codes.size, q.bits
+    data = float(n * b + 7) // 8
+    if b not in (8, 16) and encode and n:
+        coded = entropy_bytes(q.codes, b) + 24 + (1 << b) / 8 + 2 * min(n, 1 << b)
+        coded += 8 * (-(-n // ANS_CHUNK))
+        if coded <= (1 - MIN_GAIN) * data:
+            data = coded
+    extra = 4 * q.clusters.size if q.clusters is not None else 0
+    return data + QUANT_PARAM_BYTES * q.scale.size + extra
+
+
 # -- the pass ---------------------------------------------------------------------------------
 def quantize_weights(
     graph: Graph,
@@ -306,32 +383,41 @@ def quantize_weights(
     )
     per_channel = bool(weight.get("per_channel", True))
     opts = {"symmetric": bool(weight.get("symmetric", True)), "kmeans": bool(weight.get("kmeans"))}
+    encode = bool(common.get("enable_encode", True))
     notes = _notes(weight, mixed_bit)
     originals = {id(s.value): s.value.const for s in sites}
 
-    def run(target: float) -> list[Quantized]:
-        out = []
-        for s in sites:
-            w, axis = originals[id(s.value)], s.axis if per_channel else None
-            if bits:
-                out.append(quantize_tensor(w, axis, bits, **opts))
-            else:
-                out.append(choose_bits(w, axis, target, **opts))
-        return out
+    def one(s: WeightSite, target: float) -> Quantized:
+        w = originals[id(s.value)]
+        if bits:
+            return quantize_tensor(w, s.axis if per_channel else None, bits, **opts)
+        return choose_bits(w, s.axis if per_channel else None, target, **opts)
 
     target = float(mixed_bit.get("init_scale", 0.02))
     tune: dict[str, Any] | None = None
-    if bits == 0 and mixed_bit.get("auto_tune") and sites:
-        target, tune = _auto_tune(graph, sites, run, target, int(mixed_bit["max_iterations"]))
-    results = run(target)
-    encode = bool(common.get("enable_encode", True))
+    if mixed_bit.get("auto_tune") and sites:
+        results, tune = _auto_tune(
+            graph,
+            sites,
+            [originals[id(s.value)] for s in sites],
+            widths=_tune_widths(bits, opts["kmeans"]),
+            per_channel=per_channel,
+            symmetric=opts["symmetric"],
+            encode=encode,
+            target_cosine=float(mixed_bit.get("target_cosine", AUTO_TUNE_COSINE)),
+            max_iterations=int(mixed_bit.get("max_iterations", 8)),
+        )
+    else:
+        results = [one(s, target) for s in sites]
     for s, q in zip(sites, results, strict=True):
         _apply(s.value, q, encode)
-    report = _report(sites, results, originals, skipped, bits, target, tune, notes)
+    report = _report(sites, results, originals, skipped, bits, target, tune, notes, encode)
     if common.get("debug_info_save_path"):
         folder = common["debug_info_save_path"]
         report["debug_csv"] = str(_debug_csv(folder, sites, results, originals))
-    how = f"mixed, init_scale={target:g}" if bits == 0 else f"{bits} bits"
+    how = f"{bits} bits" + (", auto_tune" if tune is not None else "")
+    if bits == 0:
+        how = "mixed, auto_tune" if tune is not None else f"mixed, init_scale={target:g}"
     say(f"weight quant: {len(sites)} tensors, {report['average_bits']:.2f} bits on average ({how})")
     return report
 
@@ -366,14 +452,18 @@ def _report(
     target: float,
     tune: dict[str, Any] | None,
     notes: list[str],
+    encode: bool,
 ) -> dict[str, Any]:
     layers = []
     float_bytes = code_bits = elements = 0
+    stored = 0.0
     for s, q in zip(sites, results, strict=True):
         w = originals[id(s.value)]
         float_bytes += int(w.nbytes)
         code_bits += q.bits * w.size
         elements += w.size
+        size = stored_bytes(q, encode)
+        stored += size
         layers.append(
             {
                 "tensor": s.value.name,
@@ -384,6 +474,7 @@ def _report(
                 "bits": q.bits,
                 "kmeans": q.clusters is not None,
                 "rel_error": round(q.rel_error, 6),
+                "stored_bytes": int(size),
             }
         )
     out: dict[str, Any] = {
@@ -392,10 +483,12 @@ def _report(
         "average_bits": code_bits / elements if elements else 0.0,
         "float_bytes": float_bytes,
         "code_bytes": (code_bits + 7) // 8,
+        "stored_bytes": int(stored),
+        "per_tensor": sum(1 for q in results if q.axis is None),
         "layers": layers,
         "skipped": skipped,
     }
-    if bits == 0:
+    if bits == 0 and tune is None:
         out["init_scale"] = target
     if tune is not None:
         out["auto_tune"] = tune
@@ -422,7 +515,7 @@ def _debug_csv(
     return path
 
 
-# -- auto tune ---------------------------------------------------------------------------------
+# -- auto tune: sensitivity-weighted bit allocation ------------------------------------------------
 def _float_outputs(graph: Graph, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     from converter.executor.runtime import Runtime
 
@@ -444,64 +537,182 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a, b) / (na * nb))
 
 
+@dataclass
+class _Option:
+    """One way to quantize a tensor: how, its stored bytes and squared weight error."""
+
+    axis: int | None
+    bits: int
+    kmeans: bool
+    bytes: float
+    sq_error: float
+
+
+def _tune_widths(bits: int, kmeans: bool) -> list[tuple[int, bool]]:
+    """(bits, k-means) candidates: all of TUNE_BITS / TUNE_KMEANS_BITS for mixed bit,
+    else ``bits`` alone (on the grid, or k-means with ``kmeans=true``)."""
+    if bits:
+        return [(bits, kmeans and bits <= _KMEANS_MAX_BITS)]
+    return [(b, False) for b in TUNE_BITS] + [(b, True) for b in TUNE_KMEANS_BITS]
+
+
+def _options(
+    w: np.ndarray,
+    axis: int,
+    widths: list[tuple[int, bool]],
+    per_channel: bool,
+    symmetric: bool,
+    encode: bool,
+) -> list[_Option]:
+    """The Pareto front (fewer bytes <-> less error) of the candidate quantizations of ``w``."""
+    axes: list[int | None] = [axis, None] if per_channel and w.shape[axis] > 1 else [None]
+    ref = np.asarray(w, dtype=np.float64)
+    found = []
+    for ax in axes:
+        for b, km in widths:
+            q = quantize_tensor(w, ax, b, symmetric=symmetric, kmeans=km)
+            err = float(np.square(ref - q.dequant).sum())
+            found.append(_Option(ax, b, km, stored_bytes(q, encode), err))
+    found.sort(key=lambda o: (o.bytes, o.sq_error))
+    front: list[_Option] = []
+    for o in found:
+        if not front or o.sq_error < front[-1].sq_error:
+            front.append(o)
+    return front
+
+
+def _allocate(
+    options: list[list[_Option]], sensitivity: np.ndarray, budget: float
+) -> tuple[list[int], float]:
+    """Per tensor the option minimizing bytes + lam * predicted error, lam so the sum <= budget.
+
+    Returns the chosen option indices and their predicted output error.
+    """
+
+    def pick(lam: float) -> tuple[list[int], float]:
+        chosen, total = [], 0.0
+        for opts, s in zip(options, sensitivity, strict=True):
+            costs = [o.bytes + lam * s * o.sq_error for o in opts]
+            k = int(np.argmin(costs))
+            chosen.append(k)
+            total += s * opts[k].sq_error
+        return chosen, total
+
+    lo, hi = -12.0, 24.0  # log10(lam): lam -> 0 takes the fewest bytes, lam -> inf the least error
+    best = pick(10.0**hi)
+    if best[1] > budget:
+        return best
+    for _ in range(48):
+        mid = (lo + hi) / 2
+        chosen, total = pick(10.0**mid)
+        if total <= budget:
+            hi, best = mid, (chosen, total)
+        else:
+            lo = mid
+    return best
+
+
 def _auto_tune(
     graph: Graph,
     sites: list[WeightSite],
-    run: Callable[[float], list[Quantized]],
-    start: float,
+    originals: list[np.ndarray],
+    *,
+    widths: list[tuple[int, bool]],
+    per_channel: bool,
+    symmetric: bool,
+    encode: bool,
+    target_cosine: float,
     max_iterations: int,
-) -> tuple[float, dict[str, Any]]:
-    """The largest init_scale whose outputs keep AUTO_TUNE_COSINE (module docstring)."""
+) -> tuple[list[Quantized], dict[str, Any]]:
+    """Bits (and grid, granularity) per tensor by measured output sensitivity (module docstring)."""
     from converter.verify import make_inputs
 
-    feeds = [make_inputs(graph.inputs, seed=s) for s in (0, 1)]
-    float_out = _float_outputs(graph, feeds)
-    originals = [s.value.const for s in sites]
-    seen: dict[tuple[int, ...], float] = {}
+    feeds = [make_inputs(graph.inputs, seed=s) for s in TUNE_SEEDS]
+    reference = _float_outputs(graph, feeds)
+
+    def output_error(dequant: dict[int, np.ndarray]) -> float:
+        """1 - the worst output cosine with the given tensors replaced."""
+        for i, w in dequant.items():
+            sites[i].value.const = w
+        try:
+            got = _float_outputs(graph, feeds)
+        finally:
+            for i in dequant:
+                sites[i].value.const = originals[i]
+        cosines = [
+            _cosine(x, y) for a, b in zip(reference, got, strict=True)
+            for x, y in zip(a, b, strict=True)
+        ]  # fmt: skip
+        return 1.0 - min(cosines, default=1.0)
+
+    sensitivity = np.zeros(len(sites))
+    for i, (s, w) in enumerate(zip(sites, originals, strict=True)):
+        if len(widths) == 1:  # fixed width: probe the coarser choice, one scale per tensor
+            probe = quantize_tensor(w, None, widths[0][0], symmetric=symmetric)
+        else:
+            axis = s.axis if per_channel else None
+            probe = quantize_tensor(w, axis, PROBE_BITS, symmetric=symmetric)
+        sq = float(np.square(np.asarray(w, np.float64) - probe.dequant).sum())
+        sensitivity[i] = max(output_error({i: probe.dequant}), 1e-12) / max(sq, 1e-30)
+    options = [
+        _options(w, s.axis, widths, per_channel, symmetric, encode)
+        for s, w in zip(sites, originals, strict=True)
+    ]
+    allowed = 1.0 - target_cosine
+    budget = allowed
     trials: list[dict[str, Any]] = []
-
-    def score(target: float) -> float:
-        results = run(target)
-        key = tuple(q.bits for q in results)
-        if key not in seen:
-            for s, q in zip(sites, results, strict=True):
-                s.value.const = q.dequant
-            try:
-                got = _float_outputs(graph, feeds)
-            finally:
-                for s, w in zip(sites, originals, strict=True):
-                    s.value.const = w
-            seen[key] = min(
-                (
-                    _cosine(x, y)
-                    for a, b in zip(float_out, got, strict=True)
-                    for x, y in zip(a, b, strict=True)
-                ),
-                default=1.0,
-            )
-        trials.append({"init_scale": target, "cosine": round(seen[key], 6)})
-        return seen[key]
-
-    good, bad = None, None
-    t = start
-    for _ in range(max(max_iterations, 1)):
-        ok = score(t) >= AUTO_TUNE_COSINE
-        if ok:
-            good = t
-        else:
-            bad = t
-        if good is None:
-            if t < 1e-4:
+    best: tuple[float, list[int], int] | None = None
+    fallback: tuple[float, list[int], int] | None = None
+    passing = 0.0  # the largest budget whose allocation met the target
+    failing = float("inf")  # the smallest budget whose allocation did not
+    for round_ in range(max(2, min(max_iterations, TUNE_MAX_ROUNDS))):
+        chosen, predicted = _allocate(options, sensitivity, budget)
+        results = _realize(sites, originals, options, chosen, symmetric)
+        err = output_error({i: q.dequant for i, q in enumerate(results)})
+        size = sum(options[i][k].bytes for i, k in enumerate(chosen))
+        trials.append(
+            {"budget": budget, "predicted": 1.0 - predicted, "cosine": round(1.0 - err, 6),
+             "stored_bytes": int(size)}
+        )  # fmt: skip
+        if err <= allowed and (best is None or size < best[0]):
+            best = (size, chosen, round_)
+        if fallback is None or err < fallback[0]:
+            fallback = (err, chosen, round_)
+        if err <= allowed:
+            if err > 0.9 * allowed:
                 break
-            t /= 2
-        elif bad is None:
-            if t >= 0.5:
-                break
-            t *= 2
-        elif bad / good <= 1.1:
-            break
+            passing = max(passing, budget)
         else:
-            t = float(np.sqrt(good * bad))
-    chosen = good if good is not None else t
-    tune = {"target_cosine": AUTO_TUNE_COSINE, "trials": trials, "chosen": chosen}
-    return chosen, tune
+            failing = min(failing, budget)
+        if passing and failing < float("inf"):  # bracketed: bisect (geometrically)
+            if failing / passing < 1.05:
+                break
+            budget = float(np.sqrt(passing * failing))
+        else:  # the prediction is linear in the budget; correct it by what was measured
+            budget *= float(np.clip(allowed / max(err, 1e-12), 0.25, 4.0))
+    picked = best if best is not None else fallback
+    assert picked is not None
+    results = _realize(sites, originals, options, picked[1], symmetric)
+    tune = {
+        "target_cosine": target_cosine,
+        "seeds": list(TUNE_SEEDS),
+        "sensitivity": {s.value.name: float(x) for s, x in zip(sites, sensitivity, strict=True)},
+        "trials": trials,
+        "chosen": picked[2],
+        "met": best is not None,
+    }
+    return results, tune
+
+
+def _realize(
+    sites: list[WeightSite],
+    originals: list[np.ndarray],
+    options: list[list[_Option]],
+    chosen: list[int],
+    symmetric: bool,
+) -> list[Quantized]:
+    out = []
+    for w, opts, k in zip(originals, options, chosen, strict=True):
+        o = opts[k]
+        out.append(quantize_tensor(w, o.axis, o.bits, symmetric=symmetric, kmeans=o.kmeans))
+    return out

@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 
 from converter.executor.runtime import Runtime
-from converter.ms.codec import dequantize
+from converter.ms.codec import dequantize, entropy_bound_bytes
 from ir import DataType, Graph, Node, Value
 from passes.quant.weight import (
-    AUTO_TUNE_COSINE,
+    QUANT_PARAM_BYTES,
+    _allocate,
+    _Option,
     choose_bits,
+    entropy_bytes,
     find_weights,
     quantize_tensor,
     quantize_weights,
+    stored_bytes,
 )
 
 MIXED = {"init_scale": 0.02, "auto_tune": False, "use_cv_data": False, "max_iterations": 8}
@@ -208,18 +212,72 @@ def test_mixed_bits_report_per_layer_bits_and_error():
     assert report["init_scale"] == 0.05 and 4 < report["average_bits"] < 8
 
 
-def test_auto_tune_finds_a_target_that_keeps_the_cosine():
+def test_auto_tune_allocates_bits_by_output_sensitivity():
     g = _model()
     ref = _run(g, FEEDS)
-    report = quantize_weights(
-        g, common=_common(bit_num=0), mixed_bit={**MIXED, "auto_tune": True}, weight={}
-    )
+    mixed = {**MIXED, "auto_tune": True, "target_cosine": 0.99}
+    report = quantize_weights(g, common=_common(bit_num=0), mixed_bit=mixed, weight={})
     tune = report["auto_tune"]
-    assert tune["target_cosine"] == AUTO_TUNE_COSINE and len(tune["trials"]) >= 2
-    passing = [t["init_scale"] for t in tune["trials"] if t["cosine"] >= AUTO_TUNE_COSINE]
-    assert report["init_scale"] == max(passing) and report["init_scale"] > 0.02
-    got = _run(g, FEEDS)
-    assert _cos(ref["out"], got["out"]) > 0.98  # other inputs than the tuning ones
+    assert tune["target_cosine"] == 0.99 and tune["met"] and tune["trials"]
+    assert set(tune["sensitivity"]) == {"wc", "wm", "wg", "table"}
+    assert any(t["cosine"] >= 0.99 for t in tune["trials"])
+    assert report["average_bits"] < 6
+    got = _run(g, FEEDS)  # other inputs than the tuning ones
+    assert _cos(ref["out"], got["out"]) > 0.98
+    g8 = _model()
+    q8 = quantize_weights(g8, common=_common(bit_num=8), mixed_bit=MIXED, weight={})
+    assert report["stored_bytes"] < q8["stored_bytes"] / 1.5
+    # a tighter target spends more bytes
+    tight = quantize_weights(
+        _model(), common=_common(bit_num=0), mixed_bit={**mixed, "target_cosine": 0.9999},
+        weight={},
+    )  # fmt: skip
+    assert tight["stored_bytes"] > report["stored_bytes"]
+
+
+def test_auto_tune_with_a_fixed_width_only_chooses_the_granularity():
+    mixed = {**MIXED, "auto_tune": True, "target_cosine": 0.999}
+    report = quantize_weights(_model(), common=_common(bit_num=8), mixed_bit=mixed, weight={})
+    assert {layer["bits"] for layer in report["layers"]} == {8}
+    assert report["auto_tune"]["met"]
+    plain = quantize_weights(_model(), common=_common(bit_num=8), mixed_bit=MIXED, weight={})
+    assert report["stored_bytes"] <= plain["stored_bytes"]
+
+
+def test_allocation_meets_the_budget_and_spends_less_when_it_grows():
+    rng = np.random.default_rng(0)
+    bits = np.arange(2, 9)
+    options = [
+        [_Option(0, int(b), False, 100.0 * b, float(4.0**-b * rng.uniform(0.5, 2))) for b in bits]
+        for _ in range(6)
+    ]
+    sens = rng.uniform(0.1, 10, 6)
+    sizes = []
+    for budget in (1e-3, 1e-2, 1e-1, 1.0):
+        chosen, predicted = _allocate(options, sens, budget)
+        assert predicted <= budget
+        sizes.append(sum(options[i][k].bytes for i, k in enumerate(chosen)))
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
+    assert _allocate(options, sens, 1e-30)[0] == [6] * 6  # unreachable: the most accurate
+    assert _allocate(options, sens, 1e30)[0] == [0] * 6  # anything goes: the fewest bytes
+
+
+def test_stored_bytes_predicts_the_written_tensor(tmp_path):
+    from converter.ms import read_ms, write_ms
+
+    g = _model()
+    report = quantize_weights(g, common=_common(bit_num=4), mixed_bit=MIXED, weight={})
+    write_ms(g, tmp_path / "m.ms")
+    written = {v.name: v for v in read_ms(tmp_path / "m.ms").values()}
+    for layer in report["layers"]:
+        v = written[layer["tensor"]]
+        params = QUANT_PARAM_BYTES * np.asarray(v.quant.scale).size
+        data = layer["stored_bytes"] - params
+        assert abs(data - v.meta["ms_stored_bytes"]) <= max(16, 0.02 * data), layer
+    w = _w((64, 4096))
+    q = quantize_tensor(w, 0, 4)
+    assert entropy_bytes(q.codes, 4) == pytest.approx(entropy_bound_bytes(q.codes))
+    assert stored_bytes(q) < stored_bytes(q, encode=False)  # ANS beats packing here
 
 
 def test_kmeans_and_per_tensor_through_the_pass(tmp_path):

@@ -23,6 +23,13 @@ _MODULES = {"ONNX": "onnx", "TFLITE": "tflite", "TF": "tf", "CAFFE": "caffe"}
 NAMES = {"ONNX": "onnxruntime", "TFLITE": "LiteRT", "TF": "TensorFlow", "CAFFE": "caffe reference"}
 
 
+def _module(fmk: str) -> Any:
+    name = _MODULES.get(fmk.upper())
+    if name is None:
+        raise ValueError(f"no reference runtime for --fmk={fmk}")
+    return importlib.import_module(f"converter.reference.{name}")
+
+
 def run_reference(
     source: str | Path,
     fmk: str,
@@ -31,11 +38,7 @@ def run_reference(
     **options: Any,
 ) -> dict[str, np.ndarray]:
     """Run ``source`` in the reference runtime of ``fmk``."""
-    name = _MODULES.get(fmk.upper())
-    if name is None:
-        raise ValueError(f"no reference runtime for --fmk={fmk}")
-    module = importlib.import_module(f"converter.reference.{name}")
-    return module.run(source, feeds, threads=threads, **options)
+    return _module(fmk).run(source, feeds, threads=threads, **options)
 
 
 def run_reference_all(
@@ -46,8 +49,4 @@ def run_reference_all(
     **options: Any,
 ) -> dict[str, np.ndarray]:
     """Every value the reference runtime of ``fmk`` exposes (``run_all``), by name."""
-    name = _MODULES.get(fmk.upper())
-    if name is None:
-        raise ValueError(f"no reference runtime for --fmk={fmk}")
-    module = importlib.import_module(f"converter.reference.{name}")
-    return module.run_all(source, feeds, threads=threads, **options)
+    return _module(fmk).run_all(source, feeds, threads=threads, **options)

@@ -45,8 +45,7 @@ from ir.core import Node, Shape
 from ir.dtypes import DataType
 from ir.ops.base import FLOAT, FLOATS, INT, INTS, REQUIRED, STRING, STRINGS, Trait, op
 from ir.ops.infer import broadcast_shapes, in_dtype, in_shape, normalize_axis, same_as_input
-from ir.ops.nn import matmul_shape
-from ir.ops.quant import CONV_ATTRS, conv_shape
+from ir.ops.nn import CONV_ATTRS, conv_shape, matmul_shape
 
 __all__ = ["OPS"]
 

@@ -38,7 +38,9 @@ from ir.ops.infer import (
 )
 
 __all__ = [
+    "CONV_ATTRS",
     "OPS",
+    "conv_shape",
     "conv_transpose_geometry",
     "pool_out_size",
     "resize_output_shape",
@@ -167,21 +169,30 @@ def _all_int(dims: Sequence[Dim]) -> bool:
 # --------------------------------------------------------------------------- infer fns
 
 
-def _infer_conv(node: Node) -> Result:
-    dt, xs, ws = in_dtype(node), in_shape(node), in_shape(node, 1)
-    if xs is None:
-        return [(dt, None)]
+def conv_shape(node: Node, x_index: int = 0, w_index: int = 1) -> Shape | None:
+    """Output shape of a conv reading data input ``x_index`` and weight ``w_index``.
+
+    Shared by Conv and the quantized/fused convolutions (QLinearConv, ConvInteger,
+    FusedConv), which carry Conv's attributes (:data:`CONV_ATTRS`).
+    """
+    xs, ws = in_shape(node, x_index), in_shape(node, w_index)
+    if xs is None or len(xs) < 2:
+        return None
     fmt = node.attr("format")
     n, _, spatial = _split_layout(xs, fmt)
-    m = ws[0] if ws is not None else None
+    m = ws[0] if ws is not None and len(ws) > 0 else None
     kernel = node.attr("kernel_shape") or (ws[2:] if ws is not None else None)
     if kernel is None or not _all_int(kernel) or not _all_int(spatial):
-        return [(dt, _join_layout(n, m, (None,) * len(spatial), fmt))]
+        return _join_layout(n, m, (None,) * len(spatial), fmt)
     *_, out = resolve_pads(
         spatial, kernel, node.attr("strides"), node.attr("dilations"),
         node.attr("pads"), node.attr("auto_pad"),
     )
-    return [(dt, _join_layout(n, m, out, fmt))]
+    return _join_layout(n, m, out, fmt)
+
+
+def _infer_conv(node: Node) -> Result:
+    return [(in_dtype(node), conv_shape(node))]
 
 
 def _infer_conv_transpose(node: Node) -> Result:
@@ -407,7 +418,7 @@ def _infer_grid_sample(node: Node) -> Result:
 
 # --------------------------------------------------------------------------- declarations
 
-_CONV_ATTRS = {
+CONV_ATTRS = {
     "auto_pad": STRING("NOTSET"),
     "dilations": INTS(None),
     "group": INT(1),
@@ -441,10 +452,10 @@ def _softmax_like(name: str, doc: str) -> OpDef:
 
 
 OPS = (
-    op("Conv", "X W B?", "Y", attrs=_CONV_ATTRS, traits={LS, Q}, infer=_infer_conv,
+    op("Conv", "X W B?", "Y", attrs=CONV_ATTRS, traits={LS, Q}, infer=_infer_conv,
        doc="N-D convolution (cross-correlation) with groups, dilations and padding."),
     op("ConvTranspose", "X W B?", "Y",
-       attrs={**_CONV_ATTRS, "output_padding": INTS(None), "output_shape": INTS(None)},
+       attrs={**CONV_ATTRS, "output_padding": INTS(None), "output_shape": INTS(None)},
        traits={LS, Q}, infer=_infer_conv_transpose, doc="Transposed (fractionally strided) conv."),
     op("MaxPool", "X", "Y Indices?",
        attrs={**_POOL_ATTRS, "storage_order": INT(0)}, traits={LS}, infer=_infer_max_pool,

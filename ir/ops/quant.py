@@ -23,49 +23,16 @@ QLinearConv and ConvInteger carry ``format`` like Conv (weights keep the ONNX la
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from ir.core import Dim, Node, Shape
+from ir.core import Node, Shape
 from ir.dtypes import DataType
-from ir.ops.base import INT, INTS, STRING, Trait, op
+from ir.ops.base import INT, Trait, op
 from ir.ops.infer import in_dtype, in_shape
-from ir.ops.nn import matmul_shape, resolve_pads
+from ir.ops.nn import CONV_ATTRS, conv_shape, matmul_shape
 
-__all__ = ["CONV_ATTRS", "OPS", "conv_shape"]
+__all__ = ["OPS"]
 
 Result = list[tuple[DataType, Shape | None]]
 LS = Trait.LAYOUT_SENSITIVE
-
-CONV_ATTRS = {
-    "auto_pad": STRING("NOTSET"),
-    "dilations": INTS(None),
-    "group": INT(1),
-    "kernel_shape": INTS(None),
-    "pads": INTS(None),
-    "strides": INTS(None),
-    "format": STRING("NCHW"),
-}
-"""Conv's attributes (shared by the quantized and fused convolutions)."""
-
-
-def conv_shape(node: Node, x_index: int = 0, w_index: int = 1) -> Shape | None:
-    """Output shape of a conv reading data input ``x_index`` and weight ``w_index``."""
-    xs, ws = in_shape(node, x_index), in_shape(node, w_index)
-    if xs is None or len(xs) < 2:
-        return None
-    nhwc = node.attr("format") == "NHWC"
-    n, spatial = xs[0], tuple(xs[1:-1] if nhwc else xs[2:])
-    m: Dim = ws[0] if ws is not None and len(ws) > 0 else None
-    kernel = node.attr("kernel_shape") or (ws[2:] if ws is not None else None)
-    if kernel is None or not all(isinstance(d, int) for d in (*kernel, *spatial)):
-        out: Sequence[Dim] = (None,) * len(spatial)
-    else:
-        *_, out = resolve_pads(
-            spatial, kernel, node.attr("strides"), node.attr("dilations"),  # type: ignore[arg-type]
-            node.attr("pads"), node.attr("auto_pad"),
-        )
-    return (n, *out, m) if nhwc else (n, m, *out)
-
 
 def _dtype_or(value: int, fallback: DataType) -> DataType:
     return DataType(value) if value else fallback

@@ -587,17 +587,27 @@ def _bcast(x: Array, v: Array, axis: int, n_axes: int) -> Array:
     return v.reshape([1] * axis + list(v.shape[:n_axes]) + [1] * (x.ndim - axis - n_axes))
 
 
-@_layer("Scale")
-def _scale(layer: Any, xs: list[Array], params: list[Array]) -> list[Array]:
-    p = layer.scale_param
+def _second_operand(p: Any, xs: list[Array], params: list[Array]) -> tuple[Array, Array, int, int]:
+    """Scale/Bias: (x, operand, axis, n_axes), the operand spanning x's axes [axis, axis+n_axes).
+
+    The operand is the second bottom when there is one, else the first blob
+    shaped as ``num_axes`` axes of x from ``axis`` (-1: through the last axis).
+    """
     x = xs[0].astype(np.float64)
     axis = p.axis % x.ndim
     if len(xs) > 1:
-        scale = xs[1].astype(np.float64)
-        n_axes = scale.ndim
+        v = xs[1].astype(np.float64)
+        n_axes = v.ndim
     else:
         n_axes = x.ndim - axis if p.num_axes == -1 else p.num_axes
-        scale = params[0].astype(np.float64).reshape(x.shape[axis : axis + n_axes])
+        v = params[0].astype(np.float64).reshape(x.shape[axis : axis + n_axes])
+    return x, v, axis, n_axes
+
+
+@_layer("Scale")
+def _scale(layer: Any, xs: list[Array], params: list[Array]) -> list[Array]:
+    p = layer.scale_param
+    x, scale, axis, n_axes = _second_operand(p, xs, params)
     y = x * _bcast(x, scale, axis, n_axes)
     if p.bias_term:
         bias = params[-1].astype(np.float64).reshape(x.shape[axis : axis + n_axes])
@@ -607,15 +617,7 @@ def _scale(layer: Any, xs: list[Array], params: list[Array]) -> list[Array]:
 
 @_layer("Bias")
 def _bias(layer: Any, xs: list[Array], params: list[Array]) -> list[Array]:
-    p = layer.bias_param
-    x = xs[0].astype(np.float64)
-    axis = p.axis % x.ndim
-    if len(xs) > 1:
-        b = xs[1].astype(np.float64)
-        n_axes = b.ndim
-    else:
-        n_axes = x.ndim - axis if p.num_axes == -1 else p.num_axes
-        b = params[0].astype(np.float64).reshape(x.shape[axis : axis + n_axes])
+    x, b, axis, n_axes = _second_operand(layer.bias_param, xs, params)
     return [x + _bcast(x, b, axis, n_axes)]
 
 

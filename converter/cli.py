@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -684,6 +685,9 @@ for _cmd in (convert_cmd, verify_cmd, compare_cmd, run_cmd, inspect_cmd, sensiti
 
 def _entry(command: click.Command, prog: str, args: Sequence[str] | None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
+    # NumPy's RuntimeWarnings (0/0, mean of an empty slice) would print source lines
+    # to stderr; what matters reaches the user as NaN/Inf in the verify table instead.
+    warnings.filterwarnings("ignore", category=RuntimeWarning)
     _run_safely(
         prog, lambda: command.main(args=argv, prog_name=prog, standalone_mode=False)
     )

@@ -24,11 +24,13 @@ def run(
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # failures come back as exceptions; don't also log them
     sess = ort.InferenceSession(str(source), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     wanted = {i.name for i in sess.get_inputs()}
-    results = sess.run(names, {k: v for k, v in feeds.items() if k in wanted})
+    run_opts = ort.RunOptions()
+    run_opts.log_severity_level = 4
+    results = sess.run(names, {k: v for k, v in feeds.items() if k in wanted}, run_opts)
     return dict(zip(names, results, strict=True))
 
 
@@ -102,7 +104,7 @@ def _run_session(
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     wanted = {i.name for i in sess.get_inputs()}

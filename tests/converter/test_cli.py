@@ -241,3 +241,44 @@ def test_dump_dir_writes_each_changed_pass_as_onnx(tmp_path: Path, capsys):
     last = onnx.load(dump / files[-1])
     onnx.checker.check_model(last)
     assert [n.op_type for n in last.graph.node] == ["Relu"]
+
+
+def _reflect_pad_model(path: Path) -> Path:
+    """onnxruntime refuses reflect padding of 2 on a length-1 axis: a symbolic dim set to 1."""
+    graph = helper.make_graph(
+        [helper.make_node("Pad", ["x", "pads"], ["y"], mode="reflect")],
+        "pad",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, "n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, None])],
+        [numpy_helper.from_array(np.array([0, 2, 0, 2], np.int64), "pads")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_reference_failure_on_generated_inputs_is_one_line_exit_2(tmp_path: Path, capsys):
+    src = _reflect_pad_model(tmp_path / "pad.onnx")
+    code, _, err = _call(convert_command, [str(src), str(tmp_path / "p.ms"), "--verify"], capsys)
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert "reference runtime (onnxruntime) failed" in last and "internal error" not in last
+    assert "x [1, 1]" in last and "--inputShape" in last
+    assert "[E:onnxruntime" not in err  # its own log lines stay quiet
+    code, _, err = _call(
+        convert_command,
+        [str(src), str(tmp_path / "p.ms"), "--verify", "--inputShape", "x:1,8"],
+        capsys,
+    )
+    assert code == 0, err
+
+
+def test_unknown_name_in_inputs_file_exits_2(tmp_path: Path, capsys):
+    src = _small_model(tmp_path / "m.onnx")
+    np.savez(tmp_path / "in.npz", x=np.ones((3, 4), np.float32), sr=np.array(16000))
+    code, _, err = _call(
+        convert_command,
+        [str(src), str(tmp_path / "m.ms"), "--verify", "--inputs", str(tmp_path / "in.npz")],
+        capsys,
+    )
+    assert code == 2
+    assert "unknown name(s) ['sr']" in err.splitlines()[-1]

@@ -349,3 +349,25 @@ def test_subnormal_weights_with_large_relative_error_stay_float32():
     report, _ = _convert(g)
     (w,) = report["weights_kept_fp32"]
     assert w["weight"] == "sub" and "relative error" in w["reason"]
+
+
+def test_lstm_kept_float32_reads_float16_stored_weights():
+    b = Builder()
+    x = b.input("x", (5, 1, 8))  # [seq, batch, input]
+    w = b.const(_w(1, 4 * 32, 8), "lstm_w")
+    r = b.const(_w(1, 4 * 32, 32, scale=0.1), "lstm_r")
+    y, _h, _c = b.op("LSTM", x, w, r, outputs=3, hidden_size=32)
+    g = b.outputs(b.op("MatMul", b.op("Squeeze", y, b.const(np.array([1], np.int64))),
+                       b.const(_w(32, 4), "head")))  # fmt: skip
+    feeds = {"x": RNG.standard_normal((5, 1, 8)).astype(np.float32)}
+    ref = _run(g, feeds)
+    report, _ = _convert(g)
+    assert {k["op"] for k in report["kept_fp32"]} == {"LSTM"}
+    assert report["fp16_weights_of_fp32_nodes"] == 2
+    lstm = next(n for n in g.nodes if n.op == "LSTM")
+    for v in lstm.inputs[1:3]:  # float32 for the node, through a Cast of a float16 constant
+        assert v.dtype == DataType.FLOAT and v.producer.op == "Cast"
+        assert v.producer.inputs[0].const.dtype == np.float16
+    assert report["weight_bytes_after"] < report["weight_bytes_before"] / 1.9
+    got = _run(g, feeds)[g.outputs[0].name]
+    assert _cos(got, ref[g.outputs[0].name]) > 0.99999

@@ -58,6 +58,22 @@ class Spec:
     make: Callable[[], onnx.ModelProto]
     shapes: dict[str, list[int]]
     vocab: int | None = None
+    feeds: Callable[[int], dict[str, np.ndarray]] | None = None  # seed -> realistic inputs
+
+
+def tune_feeds(spec: Spec) -> list[dict[str, np.ndarray]] | None:
+    """auto_tune's inputs for a model with realistic data (seeds 0, 1; evaluation uses 10, 11)."""
+    return [spec.feeds(s) for s in (0, 1)] if spec.feeds is not None else None
+
+
+def model_names(arg: str, small: bool = False) -> list[str]:
+    """``--models`` value: names, with ``real`` standing for every installed trained model."""
+    from benchmarks.models_real import available
+
+    names: list[str] = []
+    for name in arg.split(","):
+        names.extend(available() if name == "real" else [name])
+    return names
 
 
 def specs(small: bool = False) -> dict[str, Spec]:
@@ -68,7 +84,10 @@ def specs(small: bool = False) -> dict[str, Spec]:
     size = 64 if small else 224
     img = {"input": [1, 3, size, size]}
     bert = m.BertConfig(layers=2, vocab=8000) if small else m.BertConfig(layers=4)
-    return {
+    from benchmarks.models_real import REAL, available
+
+    real = {n: Spec(REAL[n].model, REAL[n].shapes, feeds=REAL[n].feeds) for n in available()}
+    return real | {
         "resnet50": Spec(lambda: m.resnet(depth=14 if small else 50, image=size), img),
         "mobilenet_v2": Spec(lambda: m.mobilenet_v2(1.0, image=size), img),
         "efficientnet_b0": Spec(lambda: z.efficientnet(image=size), img),
@@ -99,7 +118,7 @@ def build(name: str, small: bool) -> tuple[onnx.ModelProto, dict[str, list[int]]
     spec = specs(small).get("lstm_tagger" if name == "lstm" else name)
     if spec is None:
         raise SystemExit(f"unknown model {name!r}: use {', '.join(specs())}")
-    return spec.make(), spec.shapes, {"vocab": spec.vocab}
+    return spec.make(), spec.shapes, {"vocab": spec.vocab, "spec": spec}
 
 
 def feeds_for(graph: Any, seed: int, vocab: int | None) -> dict[str, np.ndarray]:
@@ -143,7 +162,11 @@ def setting_params(setting: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
 
 
 def quantized_ms(
-    src: Path, shapes: dict[str, list[int]], out: Path, setting: str
+    src: Path,
+    shapes: dict[str, list[int]],
+    out: Path,
+    setting: str,
+    tune: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[Path, Path, dict[str, Any], float]:
     """``src`` parsed, optimized (full) and weight-quantized as ``convert`` does, written
     entropy coded (``out``) and bit-packed (``*_packed.ms``); also returns the report and
@@ -156,7 +179,7 @@ def quantized_ms(
     optimize_graph(graph, "full")
     common, mixed, weight = setting_params(setting)
     t0 = time.perf_counter()
-    report = quantize_weights(graph, common=common, mixed_bit=mixed, weight=weight)
+    report = quantize_weights(graph, common=common, mixed_bit=mixed, weight=weight, tune_feeds=tune)
     seconds = time.perf_counter() - t0
     write_ms(graph, out)
     for v in graph.values():
@@ -236,13 +259,17 @@ def bench_model(name: str, settings: list[str], small: bool, work: Path) -> dict
     onnx.save(model, src)
     float_ms = converter.convert(src, output=work / f"{name}_f32.ms", input_shapes=shapes).output
     ref_model = converter.load(float_ms)
-    feeds = [feeds_for(ref_model.graph, s, extra.get("vocab")) for s in (10, 11)]
+    spec: Spec = extra["spec"]
+    feeds = [
+        spec.feeds(s) if spec.feeds else feeds_for(ref_model.graph, s, spec.vocab)
+        for s in (10, 11)
+    ]
     refs = [ref_model.run(f) for f in feeds]
     float_bytes = float_ms.stat().st_size
     rows = []
     for setting in settings:
         path, packed, wq, seconds = quantized_ms(
-            src, shapes, work / f"{name}_{setting}.ms", setting
+            src, shapes, work / f"{name}_{setting}.ms", setting, tune_feeds(spec)
         )
         out: dict[str, Any] = {"setting": setting, "quantize_s": round(seconds, 2)}
         out["bytes"] = path.stat().st_size
@@ -340,7 +367,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="resnet50,mobilenet_v2,bert,lstm")
+    ap.add_argument(
+        "--models",
+        default="resnet50,mobilenet_v2,bert,lstm",
+        help="comma-separated names; 'real' = the trained models of benchmarks.models_real",
+    )
     ap.add_argument("--settings", default=",".join(SETTINGS))
     ap.add_argument("--small", action="store_true", help="reduced model sizes (quick check)")
     ap.add_argument("--json", default=None)
@@ -356,7 +387,7 @@ def main() -> None:
         return
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
+        for name in model_names(args.models):
             r = bench_model(name, settings, args.small, Path(tmp))
             results.append(r)
             print(

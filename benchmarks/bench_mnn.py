@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from benchmarks.bench_compress import Spec, specs
+from benchmarks.bench_compress import Spec, model_names, specs, tune_feeds
 
 MODELS = (
     "resnet50",
@@ -209,7 +209,9 @@ def _liteconv(src: Path, spec: Spec, work: Path, name: str) -> dict[str, Path]:
             src, output=work / f"{name}_{setting}.ms", input_shapes=spec.shapes, **kw
         )
         out[setting] = res.output
-    out["q8auto"] = quantized_ms(src, spec.shapes, work / f"{name}_q8auto.ms", Q8_AUTO)[0]
+    out["q8auto"] = quantized_ms(
+        src, spec.shapes, work / f"{name}_q8auto.ms", Q8_AUTO, tune_feeds(spec)
+    )[0]
     return out
 
 
@@ -220,7 +222,7 @@ def bench_model(name: str, spec: Spec, work: Path) -> dict[str, Any]:
     model = pinned(spec.make(), spec.shapes)
     src = work / f"{name}.onnx"
     onnx.save(model, src)
-    feeds = [make_feeds(model, s, spec.vocab) for s in SEEDS]
+    feeds = [spec.feeds(s) if spec.feeds else make_feeds(model, s, spec.vocab) for s in SEEDS]
     refs = [ort_run(src, f) for f in feeds]
     ms = _liteconv(src, spec, work, name)
     rows: dict[str, dict[str, Any]] = {}
@@ -295,7 +297,7 @@ def main() -> None:
     table = specs()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models.split(","):
+        for name in model_names(args.models):
             folder = Path(tmp) / name
             folder.mkdir()
             results.append(bench_model(name, table[name], folder))

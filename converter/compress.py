@@ -16,8 +16,11 @@ Each returns a JSON-able report that ends up under ``compression`` in
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping
 from typing import Any
+
+import numpy as np
 
 from converter.config import Config, MixedPrecisionParam
 from converter.errors import UsageError
@@ -58,6 +61,7 @@ def compress_graph(
             common=dataclasses.asdict(config.common_quant_param),
             mixed_bit=dataclasses.asdict(config.mixed_bit_weight_quant_param),
             weight=dataclasses.asdict(config.weight_quant_param),
+            tune_feeds=_tune_feeds(graph, config),
         )
     elif quant_type == "FULL_QUANT":
         try:
@@ -76,3 +80,14 @@ def compress_graph(
     elif quant_type == "DYNAMIC_QUANT":
         raise UsageError("quant_type=DYNAMIC_QUANT is not supported yet")
     return report
+
+
+def _tune_feeds(graph: Graph, config: Config) -> list[dict[str, np.ndarray]] | None:
+    """auto_tune's inputs: the first calibration samples when the config names some."""
+    data = dataclasses.asdict(config.data_preprocess_param)
+    if not (config.mixed_bit_weight_quant_param.auto_tune and data.get("calibrate_path")):
+        return None
+    from passes.quant.calibrate import CalibrationData
+    from passes.quant.weight import TUNE_SAMPLES
+
+    return list(itertools.islice(CalibrationData(graph, data), TUNE_SAMPLES))

@@ -116,6 +116,8 @@ QUANT_PARAM_BYTES = 20
 """Bytes one QuantParam table costs in the ``.ms`` (scale, numBits, inited, vector slot)."""
 PROBE_BITS = 3
 TUNE_SEEDS = (0, 1)
+TUNE_SAMPLES = 4
+"""Calibration samples auto_tune runs on when the config gives a calibrate_path."""
 TUNE_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 TUNE_KMEANS_BITS = (2, 3, 4)
 TUNE_MAX_ROUNDS = 8
@@ -370,8 +372,13 @@ def quantize_weights(
     common: dict[str, Any],
     mixed_bit: dict[str, Any],
     weight: dict[str, Any],
+    tune_feeds: list[dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
-    """Quantize the graph's weights in place (see the module docstring); returns the report."""
+    """Quantize the graph's weights in place (see the module docstring); returns the report.
+
+    ``tune_feeds``: the inputs auto_tune measures output cosine on (seeded random
+    inputs when None).
+    """
     bits = int(common.get("bit_num", 8))
     if not 0 <= bits <= 16:
         raise ValueError(f"bit_num={bits}: must be 0 (mixed bit) or 1..16")
@@ -406,6 +413,7 @@ def quantize_weights(
             encode=encode,
             target_cosine=float(mixed_bit.get("target_cosine", AUTO_TUNE_COSINE)),
             max_iterations=int(mixed_bit.get("max_iterations", 8)),
+            feeds=tune_feeds,
         )
     else:
         results = [one(s, target) for s in sites]
@@ -623,11 +631,13 @@ def _auto_tune(
     encode: bool,
     target_cosine: float,
     max_iterations: int,
+    feeds: list[dict[str, np.ndarray]] | None = None,
 ) -> tuple[list[Quantized], dict[str, Any]]:
     """Bits (and grid, granularity) per tensor by measured output sensitivity (module docstring)."""
     from converter.verify import make_inputs
 
-    feeds = [make_inputs(graph.inputs, seed=s) for s in TUNE_SEEDS]
+    if not feeds:
+        feeds = [make_inputs(graph.inputs, seed=s) for s in TUNE_SEEDS]
     reference = _float_outputs(graph, feeds)
 
     def output_error(dequant: dict[int, np.ndarray]) -> float:

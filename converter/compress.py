@@ -83,9 +83,10 @@ def compress_graph(
 
 
 def _tune_feeds(graph: Graph, config: Config) -> list[dict[str, np.ndarray]] | None:
-    """auto_tune's inputs: the first calibration samples when the config names some."""
+    """Inputs for auto_tune and bias correction: the first calibration samples, if any."""
     data = dataclasses.asdict(config.data_preprocess_param)
-    if not (config.mixed_bit_weight_quant_param.auto_tune and data.get("calibrate_path")):
+    wanted = config.mixed_bit_weight_quant_param.auto_tune or config.weight_quant_param.bias_correction
+    if not (wanted and data.get("calibrate_path")):
         return None
     from passes.quant.calibrate import CalibrationData
     from passes.quant.weight import TUNE_SAMPLES

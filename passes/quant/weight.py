@@ -391,7 +391,7 @@ def quantize_weights(
     per_channel = bool(weight.get("per_channel", True))
     opts = {"symmetric": bool(weight.get("symmetric", True)), "kmeans": bool(weight.get("kmeans"))}
     encode = bool(common.get("enable_encode", True))
-    notes = _notes(weight, mixed_bit)
+    notes = _notes(weight, mixed_bit, bool(tune_feeds))
     originals = {id(s.value): s.value.const for s in sites}
 
     def one(s: WeightSite, target: float) -> Quantized:
@@ -419,7 +419,13 @@ def quantize_weights(
         results = [one(s, target) for s in sites]
     for s, q in zip(sites, results, strict=True):
         _apply(s.value, q, encode)
+    corrected = None
+    if weight.get("bias_correction") and tune_feeds:
+        corrected = correct_biases(graph, sites, originals, tune_feeds)
+        say(f"weight quant: bias correction on {corrected['layers']} layers")
     report = _report(sites, results, originals, skipped, bits, target, tune, notes, encode)
+    if corrected is not None:
+        report["bias_correction"] = corrected
     if common.get("debug_info_save_path"):
         folder = common["debug_info_save_path"]
         report["debug_csv"] = str(_debug_csv(folder, sites, results, originals))
@@ -440,10 +446,12 @@ def _apply(v: Value, q: Quantized, encode: bool) -> None:
     v.meta["quant_encode"] = encode
 
 
-def _notes(weight: dict[str, Any], mixed_bit: dict[str, Any]) -> list[str]:
+def _notes(weight: dict[str, Any], mixed_bit: dict[str, Any], tune_data: bool) -> list[str]:
     notes = []
-    if weight.get("bias_correction"):
-        notes.append("bias_correction needs calibration data; not applied to weight quant")
+    if weight.get("bias_correction") and not tune_data:
+        notes.append(
+            "bias_correction needs calibration data ([data_preprocess_param]); not applied"
+        )
     if weight.get("dequant_strategy", "ON_THE_FLY") != "ON_THE_FLY":
         notes.append("dequant_strategy: only ON_THE_FLY (dequantize at load) is implemented")
     if mixed_bit.get("use_cv_data"):
@@ -726,3 +734,99 @@ def _realize(
         o = opts[k]
         out.append(quantize_tensor(w, o.axis, o.bits, symmetric=symmetric, kmeans=o.kmeans))
     return out
+
+
+# -- bias correction -------------------------------------------------------------------------
+BIAS_INPUT = {"Conv": 2, "ConvAct": 2, "MatMulAct": 2}
+"""Ops whose quantized weight's error bias correction folds into their bias input."""
+
+
+def correct_biases(
+    graph: Graph,
+    sites: list[WeightSite],
+    originals: dict[int, np.ndarray],
+    feeds: list[dict[str, np.ndarray]],
+) -> dict[str, Any]:
+    """Shift each conv / matmul bias by ``(W - Wq) E[x]``, its mean output error.
+
+    Weight rounding errors are zero-mean per weight, but ``(W - Wq) @ E[x]`` is not
+    zero when the layer's inputs have a nonzero mean (they do after ReLU or
+    hardswish), and in a deep chain without residuals those shifts add up layer
+    after layer. ``E[x]`` is measured per input channel on the float graph run on
+    ``feeds``. Each layer corrects its own error only: correcting the upstream
+    error a layer's quantized inputs carry as well would count it twice once the
+    upstream layers are corrected themselves.
+    """
+    targets = []
+    for s in sites:
+        users = s.value.consumers()
+        if len(users) != 1 or users[0].op not in BIAS_INPUT or users[0].graph is not graph:
+            continue
+        node = users[0]
+        if node.inputs[1] is not s.value or node.inputs[0] is None:
+            continue
+        targets.append((node, s.value, originals[id(s.value)]))
+    if not targets:
+        return {"layers": 0, "mean_abs_shift": 0.0}
+    quantized = {id(v): v.const for _, v, _ in targets}
+    for _, v, w in targets:
+        v.const = w
+    try:
+        mean_float = _input_means(graph, [n for n, _, _ in targets], feeds)
+    finally:
+        for _, v, _ in targets:
+            v.const = quantized[id(v)]
+    shifts = []
+    for node, v, w in targets:
+        mf = mean_float.get(id(node))
+        if mf is None:
+            continue
+        shift = _mean_pre_activation(node, np.asarray(w, np.float64) - v.const, mf)
+        i = BIAS_INPUT[node.op]
+        old = node.input(i)
+        base = np.zeros(shift.shape[0], np.float32) if old is None else old.const
+        if base is None or base.shape != shift.shape:
+            continue
+        new = Value(graph.unique_name(f"{old.name if old else node.name}_bias_corrected"),
+                    const=(base.astype(np.float64) + shift).astype(np.float32))  # fmt: skip
+        node.set_input(i, new)
+        shifts.append(float(np.abs(shift).mean()))
+    return {"layers": len(shifts), "mean_abs_shift": float(np.mean(shifts)) if shifts else 0.0}
+
+
+def _input_means(
+    graph: Graph, nodes: list[Node], feeds: list[dict[str, np.ndarray]]
+) -> dict[int, np.ndarray]:
+    """Per-node mean of input 0 over samples and all but its channel axis."""
+    from converter.executor.runtime import Runtime
+
+    want: dict[int, list[Node]] = {}
+    for n in nodes:
+        want.setdefault(id(n.inputs[0]), []).append(n)
+    sums: dict[int, np.ndarray] = {}
+
+    def observe(value: Value, array: np.ndarray) -> None:
+        for n in want.get(id(value), ()):
+            a = np.asarray(array, np.float64)
+            if a.ndim < 2:
+                continue
+            channel = -1 if n.op == "MatMulAct" or n.attrs.get("format") == "NHWC" else 1
+            m = np.moveaxis(a, channel, 0).reshape(a.shape[channel], -1).mean(axis=1)
+            sums[id(n)] = sums.get(id(n), 0) + m
+
+    rt = Runtime(graph, observe=observe)
+    for f in feeds:
+        rt.run(f)
+    return {k: v / len(feeds) for k, v in sums.items()}
+
+
+def _mean_pre_activation(node: Node, w: np.ndarray, mean_in: np.ndarray) -> np.ndarray:
+    """W applied to a constant input equal to ``mean_in`` (borders of padded convs aside)."""
+    w = np.asarray(w, np.float64)
+    if node.op == "MatMulAct":
+        return mean_in @ w.reshape(w.shape[0], -1)
+    group = int(node.attrs.get("group", 1) or 1)
+    cout, cin_g = w.shape[0], w.shape[1]
+    taps = w.reshape(cout, cin_g, -1).sum(axis=2)  # [Cout, Cin/g]
+    per_group = mean_in.reshape(group, cin_g)
+    return (taps * per_group[np.arange(cout) // (cout // group)]).sum(axis=1)

@@ -311,3 +311,50 @@ def test_skip_quant_node_and_float16_weights():
 def test_bad_bit_num_is_refused():
     with pytest.raises(ValueError, match="bit_num"):
         quantize_weights(_model(), common=_common(bit_num=17), mixed_bit=MIXED, weight={})
+
+
+def _depthwise_chain(layers: int = 6, channels: int = 16, seed: int = 1) -> Graph:
+    """Depthwise 3x3 conv + bias + ReLU, repeated: post-ReLU inputs have a positive mean."""
+    rng = np.random.default_rng(seed)
+    g = Graph(name="dw")
+    x = Value("x", DataType.FLOAT, (1, channels, 12, 12))
+    g.inputs = [x]
+    for i in range(layers):
+        w = Value(f"w{i}", const=(rng.standard_normal((channels, 1, 3, 3)) * 0.4).astype(np.float32))
+        b = Value(f"b{i}", const=(0.1 * rng.standard_normal(channels)).astype(np.float32))
+        y, r = Value(f"y{i}"), Value(f"r{i}")
+        g.append(Node("Conv", [x, w, b], [y], {"pads": [1] * 4, "group": channels}, name=f"c{i}"))
+        g.append(Node("Relu", [y], [r], name=f"relu{i}"))
+        x = r
+    g.outputs = [x]
+    return g
+
+
+def test_bias_correction_removes_the_mean_shift_of_quantized_weights():
+    rng = np.random.default_rng(3)
+    feeds = [{"x": rng.random((1, 16, 12, 12)).astype(np.float32)} for _ in range(3)]
+    ref = _depthwise_chain()
+    want = [_run(ref, f)["r5"] for f in feeds]
+    results = {}
+    for correct in (False, True):
+        g = _depthwise_chain()
+        report = quantize_weights(
+            g, common=_common(bit_num=3), mixed_bit=MIXED,
+            weight={"per_channel": True, "bias_correction": correct}, tune_feeds=feeds[:2],
+        )  # fmt: skip
+        assert ("bias_correction" in report) == correct
+        got = [_run(g, f)["r5"] for f in feeds]
+        bias = np.mean([np.abs((a - b).mean(axis=(0, 2, 3))).mean() for a, b in zip(got, want)])
+        results[correct] = (bias, min(_cos(a, b) for a, b in zip(got, want)))
+    assert report["bias_correction"]["layers"] == 6
+    assert results[True][0] < 0.5 * results[False][0]  # the per-channel mean error
+    assert results[True][1] > results[False][1]  # and the output cosine (sample 3 is unseen)
+
+
+def test_bias_correction_without_data_is_a_note():
+    g = _depthwise_chain()
+    report = quantize_weights(
+        g, common=_common(), mixed_bit=MIXED, weight={"bias_correction": True}
+    )
+    assert "bias_correction" not in report
+    assert any("bias_correction needs calibration data" in n for n in report["notes"])

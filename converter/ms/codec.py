@@ -1,4 +1,4 @@
-"""Weight codecs of the ``.ms`` file: dequantization, bit packing and ANS entropy coding.
+"""Weight codecs of the ``.ms`` file: dequantization, bit packing and entropy coding.
 
 A weight-quantized tensor is stored as its integer codes ``q`` (signed, in
 ``[-2**(b-1), 2**(b-1) - 1]`` for ``b = numBits``), never as floats:
@@ -14,20 +14,45 @@ A weight-quantized tensor is stored as its integer codes ``q`` (signed, in
   (element i occupies stream bits ``[i*b, (i+1)*b)``, stream bit k is bit
   ``k % 8`` of byte ``k // 8``); the last byte is zero-padded. This is the bit
   order of MindSpore Lite's weight decoder (``UnPackToInt``).
-* **ANS coding** (liteconv's layout in the ``FSE`` slot, magic ``LCA1``): an
-  order-0 model per tensor (frequency table of the symbols that occur),
-  rANS-coded with ``constriction`` in chunks. The layout is in docs/format.md.
+* **entropy coding** (liteconv's layout in the ``FSE`` slot, magic ``LCZ1``;
+  docs/format.md has the bytes). Each tensor gets the smallest of these forms,
+  all aiming at the tensor's order-0 entropy bound:
+
+  - *zstd, dense*: the codes as bytes in one zstd frame (:class:`_Layout`:
+    ``8 // b`` codes per byte, or the ranks of the few codes that occur as
+    base-``k`` digits, or from 9 bits two byte planes). zstd's Huffman literal
+    coder gets within about 1-2% of the bound while its byte symbols carry a
+    few bits each, and these forms decode at 0.3-1 ns per code up to 8 bits
+    (3.5 ns from 9 bits), where bit-unpacking takes 7-8 ns.
+  - *zstd, mask*: a bit mask of the codes that differ from the most frequent
+    one, then those codes, one zstd block each: Huffman cannot spend less than
+    a bit on a byte, so a dominant byte value would cost it dearly.
+  - *rANS, direct or sparse* (``constriction``): the codes one by one under
+    their counts, or the runs of the most frequent code (a geometric model,
+    which costs exactly that code's share of the bound) plus the other codes.
+    Within a few bytes of the bound even for tiny or very sparse tensors, but
+    10-30 ns per rANS symbol to decode, so a tensor may use them only while
+    they take at most :data:`ANS_FREE_SYMBOLS` symbols or one per
+    :data:`ANS_CODES_PER_SYMBOL` codes (then they still decode faster than
+    bit-unpacking).
+
+  Payloads of the previous version (rANS, magic ``LCA1``) are still read
+  (:func:`ans_decode`).
 """
 
 from __future__ import annotations
 
+import functools
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "ANS_MAGIC",
     "COMPRESS_TYPES",
+    "LCZ_MAGIC",
+    "RAW_MIN_GAIN",
     "ans_decode",
     "ans_encode",
     "decode_codes",
@@ -35,16 +60,42 @@ __all__ = [
     "dequantize",
     "encode_codes",
     "entropy_bound_bytes",
+    "lcz_decode",
+    "lcz_encode",
+    "lcz_size_estimate",
     "pack_bits",
     "unpack_bits",
 ]
 
-ANS_MAGIC = b"LCA1"
-ANS_CHUNK = 1 << 20  # symbols per independently decodable chunk
-MIN_GAIN = 0.10
-"""Entropy coding replaces bit-packed codes only when it saves at least this fraction:
-decoding costs load time (about 25 ns per code), so a few percent are not worth it."""
-_HEADER = struct.Struct("<4sIBBHIII")  # magic, n, bits, table kind, reserved, chunk, chunks, table
+LCZ_MAGIC = b"LCZ1"
+ANS_MAGIC = b"LCA1"  # the previous version's layout: read, and written only by ans_encode
+ANS_CHUNK = 1 << 20  # LCA1: symbols per independently decodable chunk
+MIN_GAIN = 0.0
+"""The entropy-coded form replaces bit packing when it is smaller at all: its zstd forms
+decode faster than unpacking, and the rANS forms are only used where they need few symbols."""
+ANS_FREE_SYMBOLS = 2048
+"""A tensor may use rANS when that takes at most this many symbols (tens of microseconds)..."""
+ANS_CODES_PER_SYMBOL = 8
+"""...or at most one rANS symbol per this many codes (a few ns per code, about what
+bit-unpacking costs)."""
+_HEADER = struct.Struct("<4sIBBHIII")  # LCA1: magic, n, bits, table kind, reserved, chunk, ...
+
+_ZSTD_DENSE, _ZSTD_MASK, _ANS_DIRECT, _ANS_SPARSE = range(4)  # LCZ1 form byte
+_MAX_GAP_LOG = 12  # sparse rANS: gap alphabet at most 2**12 + 1 symbols
+_ZSTD_PARAMS = {
+    "strategy": "STRATEGY_FAST",
+    "window_log": 17,
+    "hash_log": 6,
+    "chain_log": 6,
+    "search_log": 1,
+    "min_match": 7,
+    "target_length": 0,
+}
+"""zstd settings: a tiny hash table and 7-byte minimum matches leave almost everything to
+the Huffman literal coder. Quantized codes have no repeats worth a match, and on the
+benchmark models' codes level 3 came out up to 10% larger than these settings and
+level 19 0.1-0.5% larger at 30-40x the encoding time. ``target_length`` 0 keeps
+Huffman literals on for the fast strategy."""
 
 
 def code_dtype(bits: int) -> np.dtype:
@@ -132,7 +183,7 @@ def unpack_bits(buf: np.ndarray | memoryview | bytes, bits: int, count: int) -> 
     return _to_signed(u, bits)
 
 
-# -- entropy coding -------------------------------------------------------------------------
+# -- entropy coding: shared pieces ------------------------------------------------------------
 def entropy_bound_bytes(codes: np.ndarray) -> float:
     """Order-0 entropy of ``codes`` times their count, in bytes (the coding lower bound)."""
     _, counts = np.unique(codes, return_counts=True)
@@ -176,13 +227,502 @@ def _read_varints(raw: np.ndarray, count: int) -> tuple[np.ndarray, int]:
     return values.astype(np.int64), used
 
 
-def _model(counts: np.ndarray):  # constriction.stream.model.Categorical
+# -- LCZ1: byte layouts --------------------------------------------------------------------------
+_PACKED, _RANKS, _PLANES = range(3)  # layout byte
+
+
+def _symbol_set(symbols: np.ndarray) -> bytes:
+    """Occurring unsigned codes: lowest, span (highest - lowest), bitmap over the span."""
+    lo, span = int(symbols[0]), int(symbols[-1] - symbols[0])
+    present = np.zeros(span + 1, np.uint8)
+    present[symbols - lo] = 1
+    return _varints(np.array([lo, span])) + np.packbits(present, bitorder="little").tobytes()
+
+
+def _read_symbol_set(raw: np.ndarray, pos: int, bits: int) -> tuple[np.ndarray, int]:
+    lo, pos = _read_varint(raw, pos)
+    span, pos = _read_varint(raw, pos)
+    if lo + span >= 1 << bits:
+        raise ValueError(f"entropy-coded payload has symbols beyond {bits} bits")
+    end = pos + (span + 8) // 8
+    present = np.unpackbits(raw[pos:end], bitorder="little")[: span + 1]
+    if present.size != span + 1 or present[0] == 0 or present[-1] == 0:
+        raise ValueError("entropy-coded payload has a malformed symbol bitmap")
+    return np.flatnonzero(present) + lo, end
+
+
+def _rank_digits(alphabet: int) -> int:
+    """How many base-``alphabet`` digits fit in a byte."""
+    k = 1
+    while alphabet ** (k + 1) <= 256:
+        k += 1
+    return k
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How a run of unsigned codes becomes the bytes zstd compresses (docs/format.md).
+
+    ``_PACKED`` (up to 8 bits): ``8 // bits`` codes per byte, the first in the low
+    bits (for 1, 2 and 4 bits the bytes of :func:`pack_bits`). ``_RANKS`` (at most
+    256 distinct codes, fewer than packing assumes): each code's rank among
+    ``symbols``, as many base-``len(symbols)`` digits per byte as fit, the first the
+    least significant. ``_PLANES`` (9 bits and more): ``d = u - center`` wrapped to
+    ``[-2**(b-1), 2**(b-1))``, zigzagged (``2d``, ``-2d - 1``) to ``v``, then a plane of
+    ``v``'s ``low`` low bits and a plane of the rest, one byte per code each. Huffman
+    codes bytes, so each layout puts as much of a code's information in a byte
+    symbol as fits without mixing unrelated parts.
+    """
+
+    kind: int
+    symbols: np.ndarray | None = None
+    low: int = 8
+    center: int = 0
+
+    def header(self) -> bytes:
+        if self.kind == _RANKS:
+            assert self.symbols is not None
+            return bytes([_RANKS]) + _symbol_set(self.symbols)
+        if self.kind == _PLANES:
+            return bytes([_PLANES, self.low]) + _varints(np.array([self.center]))
+        return bytes([_PACKED])
+
+    def per_byte(self, bits: int) -> int:
+        """Codes per byte (0: two planes, two bytes per code)."""
+        if self.kind == _RANKS:
+            assert self.symbols is not None
+            return _rank_digits(self.symbols.size)
+        return 8 // bits if self.kind == _PACKED else 0
+
+    def size(self, bits: int, count: int) -> int:
+        k = self.per_byte(bits)
+        return -(-count // k) if k else 2 * count
+
+    def streams(self, u: np.ndarray, bits: int) -> list[bytes]:
+        k = self.per_byte(bits)
+        if not k:
+            v = _zigzag(u, bits, self.center)
+            low = (v & ((1 << self.low) - 1)).astype(np.uint8)
+            return [low.tobytes(), (v >> self.low).astype(np.uint8).tobytes()]
+        digits = np.zeros(-(-u.size // k) * k, np.int64)
+        if self.kind == _RANKS:
+            assert self.symbols is not None
+            digits[: u.size] = np.searchsorted(self.symbols, u)
+            base = self.symbols.size
+        else:
+            digits[: u.size] = u
+            base = 1 << bits
+        weights = base ** np.arange(k, dtype=np.int64)
+        return [(digits.reshape(-1, k) @ weights).astype(np.uint8).tobytes()]
+
+    def codes(self, raw: np.ndarray, bits: int, count: int) -> np.ndarray:
+        """The signed codes of :meth:`streams` (``raw`` has exactly :meth:`size` bytes)."""
+        k = self.per_byte(bits)
+        if not k:
+            v = raw[:count].astype(np.int32) | (raw[count:].astype(np.int32) << self.low)
+            if count and (int(v.max()) >> bits or int(raw[:count].max()) >> self.low):
+                raise ValueError(f"entropy-coded codes exceed {bits} bits")
+            d = (v >> 1) ^ -(v & 1)
+            return (((d + self.center) & ((1 << bits) - 1)) - _offset(bits)).astype(np.int16)
+        if self.kind == _PACKED and k == 1:
+            return (raw - np.uint8(_offset(bits))).view(np.int8)
+        if self.kind == _PACKED:
+            return _ungroup_table(bits)[raw].view(np.int8)[:count]
+        assert self.symbols is not None
+        base = self.symbols.size
+        if raw.size and int(raw.max()) >= base**k:
+            raise ValueError("entropy-coded payload has a byte beyond its rank digits")
+        signed = (self.symbols - _offset(bits)).astype(code_dtype(bits))
+        digits = (np.arange(base**k)[:, None] // base ** np.arange(k)) % base
+        rows = np.ascontiguousarray(signed[digits]).view(np.dtype((np.void, k * signed.itemsize)))
+        return rows.reshape(-1)[raw].view(signed.dtype)[:count]
+
+
+def _zigzag(u: np.ndarray, bits: int, center: int) -> np.ndarray:
+    """``u - center`` wrapped to ``[-2**(b-1), 2**(b-1))``, then 0, -1, 1, -2, ... -> 0, 1, 2, 3."""
+    half = 1 << (bits - 1)
+    d = ((u - center + half) & ((1 << bits) - 1)) - half
+    return (d << 1) ^ (d >> 63)
+
+
+def _entropy_bits(values: np.ndarray) -> float:
+    """Order-0 entropy of non-negative integers times their count, in bits."""
+    counts = np.bincount(values)
+    counts = counts[counts > 0]
+    return float((counts * np.log2(values.size / counts)).sum())
+
+
+def _choose_layout(u: np.ndarray, bits: int, center: int) -> _Layout:
+    """The layout for codes ``u``: ranks when few codes occur, else packing or planes
+    (the plane split with the least entropy: it loses the information the two planes share)."""
+    symbols = np.flatnonzero(np.bincount(u, minlength=1 << bits))
+    packed = 8 // bits if bits <= 8 else 0
+    table = (int(symbols[-1] - symbols[0]) + 8) // 8 if symbols.size else 0
+    if 2 <= symbols.size <= 256 and _rank_digits(symbols.size) > packed:
+        if table <= max(32, u.size // 8):
+            return _Layout(_RANKS, symbols)
+    if packed:
+        return _Layout(_PACKED)
+    if not u.size:
+        return _Layout(_PLANES, low=8, center=center)
+    v = _zigzag(u, bits, center)
+    cost = {
+        s: _entropy_bits(v & ((1 << s) - 1)) + _entropy_bits(v >> s) for s in range(bits - 8, 9)
+    }
+    return _Layout(_PLANES, low=min(cost, key=cost.get), center=center)
+
+
+def _read_layout(raw: np.ndarray, pos: int, bits: int) -> tuple[_Layout, int]:
+    kind = int(raw[pos]) if pos < raw.size else -1
+    if kind == _PACKED and bits <= 8:
+        return _Layout(_PACKED), pos + 1
+    if kind == _RANKS:
+        symbols, pos = _read_symbol_set(raw, pos + 1, bits)
+        if not 2 <= symbols.size <= 256:
+            raise ValueError("entropy-coded payload ranks a bad number of symbols")
+        return _Layout(_RANKS, symbols), pos
+    if kind == _PLANES and bits > 8 and pos + 1 < raw.size:
+        low = int(raw[pos + 1])
+        center, pos = _read_varint(raw, pos + 2)
+        if not bits - 8 <= low <= 8 or center >> bits:
+            raise ValueError("entropy-coded payload has a bad plane split or centre")
+        return _Layout(_PLANES, low=low, center=center), pos
+    raise ValueError(f"entropy-coded payload has unknown byte layout {kind} for {bits} bits")
+
+
+@functools.lru_cache(maxsize=8)
+def _ungroup_table(bits: int) -> np.ndarray:
+    """Byte -> its ``8 // bits`` signed codes, as one unsigned integer per byte."""
+    k = 8 // bits
+    b = np.arange(256)
+    codes = ((b[:, None] >> (np.arange(k) * bits)) & ((1 << bits) - 1)) - _offset(bits)
+    word = {2: np.uint16, 4: np.uint32, 8: np.uint64}[k]
+    return np.ascontiguousarray(codes.astype(np.int8)).view(word).reshape(-1)
+
+
+# -- LCZ1: zstd frames ---------------------------------------------------------------------------
+def _zstd_frame(streams: list[bytes]) -> bytes:
+    """One zstd frame of the concatenated streams, each starting a new block (its own
+    Huffman table); content size and checksum included."""
+    import zstandard
+
+    params = dict(_ZSTD_PARAMS, strategy=getattr(zstandard, _ZSTD_PARAMS["strategy"]))
+    cctx = zstandard.ZstdCompressor(
+        compression_params=zstandard.ZstdCompressionParameters(write_checksum=True, **params)
+    )
+    cobj = cctx.compressobj(size=sum(len(s) for s in streams))
+    BLOCK = zstandard.COMPRESSOBJ_FLUSH_BLOCK  # noqa: N806
+    parts = []
+    for i, s in enumerate(streams):
+        parts.append(cobj.compress(s))
+        last = i == len(streams) - 1
+        parts.append(cobj.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH if last else BLOCK))
+    return b"".join(parts)
+
+
+def _unzstd(frame: np.ndarray, size: int) -> np.ndarray:
+    """The ``size`` bytes of a zstd frame that fills ``frame`` exactly (ValueError else)."""
+    import zstandard
+
+    data = frame.tobytes()
+    try:
+        declared = zstandard.frame_content_size(data)
+        if declared != size:
+            raise ValueError(f"zstd frame holds {declared} bytes, expected {size}")
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        out = dobj.decompress(data)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"corrupt zstd frame: {exc}") from None
+    if not dobj.eof or dobj.unused_data or len(out) != size:
+        raise ValueError("zstd frame is truncated or followed by other bytes")
+    return np.frombuffer(out, dtype=np.uint8)
+
+
+# -- LCZ1: rANS --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Stats:
+    """What every form needs from a tensor's codes: the symbols that occur and the mode."""
+
+    u: np.ndarray  # unsigned codes, int64 (empty when read from a table)
+    symbols: np.ndarray  # occurring symbols, ascending
+    counts: np.ndarray  # their counts
+    mode: int  # index of the most frequent symbol in ``symbols``
+
+    @property
+    def others(self) -> int:
+        """How many codes differ from the mode."""
+        return int(self.counts.sum()) - int(self.counts[self.mode]) if self.counts.size else 0
+
+
+def _stats(u: np.ndarray, bits: int) -> _Stats:
+    counts = np.bincount(u, minlength=1 << bits)
+    symbols = np.flatnonzero(counts)
+    mode = int(np.argmax(counts[symbols])) if symbols.size else 0
+    return _Stats(u, symbols, counts[symbols], mode)
+
+
+def _table(s: _Stats) -> bytes:
+    """The rANS forms' model: the occurring codes, the mode's rank, the other counts."""
+    rest = np.delete(s.counts, s.mode)
+    return _symbol_set(s.symbols) + _varints(np.array([s.mode])) + _varints(rest)
+
+
+def _read_varint(raw: np.ndarray, pos: int) -> tuple[int, int]:
+    """One LEB128 value at ``raw[pos]``; returns it and the position after it."""
+    value = shift = 0
+    for byte in raw[pos : pos + 10].tolist():
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("entropy-coded payload has a truncated or overlong varint")
+
+
+def _read_table(raw: np.ndarray, pos: int, bits: int, n: int) -> tuple[_Stats, int]:
+    """Inverse of :func:`_table` (``u`` left empty); validates against ``bits`` and ``n``."""
+    symbols, end = _read_symbol_set(raw, pos, bits)
+    mode, pos = _read_varint(raw, end)
+    if mode >= symbols.size:
+        raise ValueError("entropy-coded payload names a mode that does not occur")
+    rest = np.zeros(symbols.size - 1, np.int64)
+    for i in range(rest.size):  # few symbols: a loop beats the vectorized reader's setup
+        rest[i], pos = _read_varint(raw, pos)
+    if rest.size and (rest.min() < 1 or int(rest.sum()) >= n):
+        raise ValueError("entropy-coded payload has inconsistent symbol counts")
+    counts = np.insert(rest, mode, n - int(rest.sum()))
+    return _Stats(np.zeros(0, np.int64), symbols, counts, mode), pos
+
+
+def _categorical(counts: np.ndarray):  # constriction.stream.model.Categorical
     import constriction  # its submodules are attributes, not importable modules
 
     probabilities = counts.astype(np.float64) / float(counts.sum())
     return constriction.stream.model.Categorical(probabilities, perfect=False)
 
 
+def _gap_model(n: int, others: int, gap_log: int):  # constriction.stream.model.Categorical
+    """Geometric model of the mode runs: ``P(r) = q (1-q)**r`` for ``r < G = 2**gap_log``,
+    escape ``(1-q)**G``, with ``q = others / n``. Built from IEEE products only (cumprod),
+    so encoder and decoder quantize bit-identical probabilities."""
+    import constriction
+
+    g = 1 << gap_log
+    q = others / n
+    tail = np.cumprod(np.full(g, 1.0 - q))
+    p = np.empty(g + 1)
+    p[0] = q
+    p[1:g] = q * tail[: g - 1]
+    p[g] = tail[g - 1]
+    return constriction.stream.model.Categorical(p, perfect=False)
+
+
+@dataclass(frozen=True)
+class _AnsPlan:
+    """A rANS form chosen for a tensor, with the symbols it would code."""
+
+    form: int
+    symbols: int  # rANS symbols to decode (the load-time cost)
+    gap_log: int = 0
+    gaps: np.ndarray | None = None  # sparse: run lengths as gap symbols (escape = 2**gap_log)
+    values: np.ndarray | None = None  # sparse: ranks of the non-mode codes (None: one kind)
+
+
+def _ans_plan(s: _Stats, budget: int) -> _AnsPlan | None:
+    """The cheaper rANS form for ``s`` if it needs at most ``budget`` symbols, else None."""
+    n, others = s.u.size, s.others
+    if s.symbols.size == 1:
+        return _AnsPlan(_ANS_DIRECT, 0)
+    if min(n, others) > budget:  # sparse needs at least ``others`` symbols
+        return None
+    mode = int(s.symbols[s.mode])
+    pos = np.flatnonzero(s.u != mode)
+    runs = np.diff(pos, prepend=-1) - 1
+    gap_log = int(np.clip(np.ceil(np.log2(2 * (n - others) / others + 2)), 1, _MAX_GAP_LOG))
+    escapes = runs >> gap_log
+    rest = s.symbols.size - 1
+    cost = others + int(escapes.sum()) + (others if rest > 1 else 0)
+    if cost >= n:
+        return _AnsPlan(_ANS_DIRECT, n) if n <= budget else None
+    if cost > budget:
+        return None
+    gaps = np.full(cost - (others if rest > 1 else 0), 1 << gap_log, np.int32)
+    gaps[np.cumsum(escapes + 1) - 1] = runs & ((1 << gap_log) - 1)
+    values = None
+    if rest > 1:
+        nonmode = np.delete(s.symbols, s.mode)
+        values = np.searchsorted(nonmode, s.u[pos]).astype(np.int32)
+    return _AnsPlan(_ANS_SPARSE, cost, gap_log, gaps, values)
+
+
+def _ans_form(s: _Stats, plan: _AnsPlan) -> bytes:
+    """LCZ1 rANS payload: form byte, table, [gap_log, gap symbol count], uint32 words."""
+    import constriction
+
+    coder = constriction.stream.stack.AnsCoder()
+    head = bytes([plan.form]) + _table(s)
+    if plan.form == _ANS_DIRECT and s.symbols.size > 1:
+        ranks = np.searchsorted(s.symbols, s.u).astype(np.int32)
+        coder.encode_reverse(ranks, _categorical(s.counts))
+    elif plan.form == _ANS_SPARSE:
+        assert plan.gaps is not None
+        if plan.values is not None:
+            coder.encode_reverse(plan.values, _categorical(np.delete(s.counts, s.mode)))
+        coder.encode_reverse(plan.gaps, _gap_model(s.u.size, s.others, plan.gap_log))
+        head += bytes([plan.gap_log]) + _varints(np.array([plan.gaps.size]))
+    words = np.asarray(coder.get_compressed(), dtype="<u4")
+    return LCZ_MAGIC + head + words.tobytes()
+
+
+def _ans_words(raw: np.ndarray, pos: int) -> np.ndarray:
+    if (raw.size - pos) % 4:
+        raise ValueError("entropy-coded payload is not a whole number of rANS words")
+    return np.frombuffer(raw[pos:].tobytes(), dtype="<u4").astype(np.uint32)
+
+
+def _positions(gaps: np.ndarray, gap_log: int, others: int, n: int) -> np.ndarray:
+    """Where the non-mode codes are, from the gap symbols (escape ``2**gap_log``: a run of
+    that many mode codes; ``r`` below it: ``r`` mode codes, then a non-mode one)."""
+    escape = gaps == 1 << gap_log
+    ends = np.cumsum(np.where(escape, 1 << gap_log, gaps + 1))[~escape] - 1
+    if ends.size != others or (gaps.size and escape[-1]) or (ends.size and ends[-1] >= n):
+        raise ValueError("sparse entropy-coded payload does not decode to its counts")
+    return ends
+
+
+def _ans_decode_form(raw: np.ndarray, form: int, bits: int, n: int) -> np.ndarray:
+    import constriction
+
+    s, pos = _read_table(raw, 5, bits, n)
+    signed = (s.symbols - _offset(bits)).astype(code_dtype(bits))
+    mode = signed[s.mode]
+    if form == _ANS_SPARSE:
+        gap_log = int(raw[pos]) if pos < raw.size else 0
+        if not 1 <= gap_log <= _MAX_GAP_LOG or s.symbols.size < 2:
+            raise ValueError("sparse entropy-coded payload has a bad gap alphabet")
+        count, pos = _read_varint(raw, pos + 1)
+        coder = constriction.stream.stack.AnsCoder(_ans_words(raw, pos))
+        gaps = coder.decode(_gap_model(n, s.others, gap_log), count).astype(np.int64)
+        where = _positions(gaps, gap_log, s.others, n)
+        nonmode = np.delete(signed, s.mode)
+        out = np.full(n, mode, dtype=signed.dtype)
+        if nonmode.size > 1:
+            out[where] = nonmode[coder.decode(_categorical(np.delete(s.counts, s.mode)), s.others)]
+        else:
+            out[where] = nonmode[0]
+        if not coder.is_empty():
+            raise ValueError("sparse entropy-coded payload has more words than its codes need")
+        return out
+    words = _ans_words(raw, pos)
+    if s.symbols.size == 1:
+        if words.size:
+            raise ValueError("entropy-coded payload of one symbol has coded words")
+        return np.full(n, mode, dtype=signed.dtype)
+    coder = constriction.stream.stack.AnsCoder(words)
+    ranks = coder.decode(_categorical(s.counts), n)
+    if not coder.is_empty():
+        raise ValueError("entropy-coded payload has more words than its codes need")
+    return signed[ranks]
+
+
+# -- LCZ1: choosing and reading a form --------------------------------------------------------
+def _zstd_dense(s: _Stats, bits: int, layout: _Layout) -> bytes:
+    head = bytes([_ZSTD_DENSE]) + layout.header()
+    return LCZ_MAGIC + head + _zstd_frame(layout.streams(s.u, bits))
+
+
+def _zstd_mask(s: _Stats, bits: int) -> bytes:
+    mode = int(s.symbols[s.mode])
+    differs = s.u != mode
+    mask = np.packbits(differs, bitorder="little").tobytes()
+    values = s.u[differs]
+    layout = _choose_layout(values, bits, mode)
+    head = bytes([_ZSTD_MASK]) + _varints(np.array([mode, s.others])) + layout.header()
+    return LCZ_MAGIC + head + _zstd_frame([mask, *layout.streams(values, bits)])
+
+
+def _forms(codes: np.ndarray, bits: int, max_ans_symbols: int, every: bool = False) -> list[bytes]:
+    """The LCZ1 forms worth trying for ``codes``, cheapest to decode first; ``every``: also
+    the mask form where no byte value is likely enough for it to pay (tests use that)."""
+    s = _stats(_to_unsigned(codes, bits), bits)
+    n = s.u.size
+    layout = _choose_layout(s.u, bits, int(s.symbols[s.mode]) if n else 0)
+    forms = [_zstd_dense(s, bits, layout)]
+    k = max(layout.per_byte(bits), 1)
+    if n and (every or (s.counts[s.mode] / n) ** k >= 0.25):  # Huffman pays for a likely byte
+        forms.append(_zstd_mask(s, bits))
+    plan = _ans_plan(s, max_ans_symbols) if n else None
+    if plan is not None:
+        forms.append(_ans_form(s, plan))
+    return forms
+
+
+def lcz_encode(codes: np.ndarray, bits: int, max_ans_symbols: int | None = None) -> np.ndarray:
+    """The smallest LCZ1 form of ``codes`` (uint8 payload; docs/format.md).
+
+    ``max_ans_symbols``: how many rANS symbols the rANS forms may take (default
+    :data:`ANS_FREE_SYMBOLS` or one per :data:`ANS_CODES_PER_SYMBOL` codes; 0: zstd only).
+    """
+    if max_ans_symbols is None:
+        max_ans_symbols = max(ANS_FREE_SYMBOLS, codes.size // ANS_CODES_PER_SYMBOL)
+    best = min(_forms(codes, bits, max_ans_symbols), key=len)  # ties: the faster form
+    return np.frombuffer(best, dtype=np.uint8)
+
+
+def lcz_size_estimate(codes: np.ndarray, bits: int) -> float:
+    """About the bytes :func:`lcz_encode` writes for ``codes``, without coding them.
+
+    The order-0 bound plus, where a rANS form is allowed (:data:`ANS_FREE_SYMBOLS`,
+    :data:`ANS_CODES_PER_SYMBOL`), its header and table; elsewhere zstd's Huffman loss
+    and frame (about 1% and 30 bytes). For the quantization pass's size budget.
+    """
+    counts = np.bincount(codes.reshape(-1).astype(np.int64) + _offset(bits))
+    symbols = np.flatnonzero(counts)
+    n = int(codes.size)
+    if symbols.size <= 1:
+        return 9.0 if n else 13.0
+    present = counts[symbols]
+    bound = float((present * np.log2(n / present)).sum() / 8)
+    sparse = (n - int(present.max())) * (2 if symbols.size > 2 else 1)  # about its symbols
+    if min(n, sparse) > max(ANS_FREE_SYMBOLS, n // ANS_CODES_PER_SYMBOL):
+        return 1.01 * bound + 30
+    rest = np.sort(present)[:-1]
+    table = len(_symbol_set(symbols)) + 1 + len(_varints(rest))
+    return bound + len(LCZ_MAGIC) + 1 + table + 4 + (3 if sparse < n else 0)
+
+
+def lcz_decode(buf: np.ndarray | memoryview | bytes, bits: int, count: int) -> np.ndarray:
+    """The signed codes of a payload written by :func:`lcz_encode` (ValueError if malformed)."""
+    code_dtype(bits)
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    if raw.size < 5 or raw[:4].tobytes() != LCZ_MAGIC:
+        raise ValueError("entropy-coded payload does not start with LCZ1")
+    form = int(raw[4])
+    if form in (_ANS_DIRECT, _ANS_SPARSE):
+        if count == 0:
+            raise ValueError("rANS-coded payload for an empty tensor")
+        return _ans_decode_form(raw, form, bits, count)
+    if form == _ZSTD_DENSE:
+        layout, pos = _read_layout(raw, 5, bits)
+        return layout.codes(_unzstd(raw[pos:], layout.size(bits, count)), bits, count)
+    if form == _ZSTD_MASK:
+        mode, pos = _read_varint(raw, 5)
+        others, pos = _read_varint(raw, pos)
+        if mode >> bits or others > count:
+            raise ValueError("masked entropy-coded payload has a bad header")
+        layout, pos = _read_layout(raw, pos, bits)
+        head = -(-count // 8)
+        data = _unzstd(raw[pos:], head + layout.size(bits, others))
+        differs = np.unpackbits(data[:head], count=count, bitorder="little").view(bool)
+        if np.count_nonzero(differs) != others:
+            raise ValueError("masked entropy-coded payload's mask does not match its count")
+        out = np.full(count, mode - _offset(bits), dtype=code_dtype(bits))
+        out[differs] = layout.codes(data[head:], bits, others)
+        return out
+    raise ValueError(f"entropy-coded payload has unknown form {form}")
+
+
+# -- LCA1: the previous version's rANS layout ---------------------------------------------------
 def ans_encode(codes: np.ndarray, bits: int) -> np.ndarray:
     """``codes`` ANS-coded under their own order-0 model (uint8 payload, see docs/format.md)."""
     import constriction
@@ -201,7 +741,7 @@ def ans_encode(codes: np.ndarray, bits: int) -> np.ndarray:
     chunks: list[np.ndarray] = []
     if symbols.size > 1:
         ranks = np.searchsorted(symbols, u).astype(np.int32)
-        model = _model(counts[symbols])
+        model = _categorical(counts[symbols])
         for start in range(0, n, ANS_CHUNK):
             coder = AnsCoder()
             coder.encode_reverse(ranks[start : start + ANS_CHUNK], model)
@@ -249,7 +789,7 @@ def ans_decode(buf: np.ndarray | memoryview | bytes, bits: int, count: int) -> n
     if pos + 4 * int(lengths.sum()) != raw.size:
         raise ValueError("entropy-coded payload length does not match its chunk table")
     words = raw[pos:].view("<u4")
-    model = _model(counts)
+    model = _categorical(counts)
     ranks = np.empty(n, dtype=np.int32)
     at = 0
     for i, length in enumerate(lengths.tolist()):
@@ -270,22 +810,32 @@ COMPRESS_TYPES = {"NONE": 0, "INDEXING": 1, "SPARSE": 2, "FSE": 3, "BITPACKING":
 """Tensor.weightQuantCompressType values liteconv writes or reads (schema enum)."""
 
 
+RAW_MIN_GAIN = 0.05
+"""8/16-bit codes are entropy coded only when that saves at least this fraction of the raw bytes."""
+
+
 def encode_codes(codes: np.ndarray, bits: int, entropy: bool) -> tuple[np.ndarray, str]:
     """The stored form of ``codes``: (uint8 payload, compress type name).
 
-    8- and 16-bit codes are stored raw (``NONE``, int8/int16 little-endian): they
-    load with no decoding at all, and ANS decoding (about 25 ns per code) would
-    make loading them several times slower. Other widths are bit-packed
-    (``BITPACKING``); with ``entropy`` the ANS-coded form (``FSE``) replaces the
-    packed one when it is at least :data:`MIN_GAIN` smaller.
+    8- and 16-bit codes are stored raw (``NONE``, int8/int16 little-endian), which
+    loads with no decoding at all; with ``entropy`` the LCZ1 form replaces them
+    when it saves at least :data:`RAW_MIN_GAIN` (trained 8-bit weights have 6-7
+    bits of entropy; decoding costs about 0.4 ns per code). Other widths are
+    bit-packed (``BITPACKING``); with ``entropy`` the LCZ1 form (``FSE``,
+    :func:`lcz_encode`) replaces the packed one when it is smaller.
     """
     if bits in (8, 16):
         raw = np.ascontiguousarray(codes, dtype=code_dtype(bits).newbyteorder("<"))
-        return raw.reshape(-1).view(np.uint8), "NONE"
+        raw = raw.reshape(-1).view(np.uint8)
+        if entropy and codes.size:
+            coded = lcz_encode(codes, bits)
+            if coded.size <= (1 - RAW_MIN_GAIN) * raw.size:
+                return coded, "FSE"
+        return raw, "NONE"
     payload = pack_bits(codes, bits)
     if entropy and codes.size:
-        coded = ans_encode(codes, bits)
-        if coded.size <= (1 - MIN_GAIN) * payload.size:
+        coded = lcz_encode(codes, bits)
+        if coded.size < payload.size and coded.size <= (1 - MIN_GAIN) * payload.size:
             return coded, "FSE"
     return payload, "BITPACKING"
 
@@ -303,7 +853,9 @@ def decode_codes(
         return unpack_bits(buf, bits, count)
     if kind == COMPRESS_TYPES["FSE"]:
         head = bytes(np.frombuffer(buf, dtype=np.uint8)[:4])
-        if head != ANS_MAGIC:
-            raise ValueError("FSE-coded weights in MindSpore Lite's own layout are not supported")
-        return ans_decode(buf, bits, count)
+        if head == LCZ_MAGIC:
+            return lcz_decode(buf, bits, count)
+        if head == ANS_MAGIC:
+            return ans_decode(buf, bits, count)
+        raise ValueError("FSE-coded weights in MindSpore Lite's own layout are not supported")
     raise ValueError(f"weightQuantCompressType {kind} is not supported")

@@ -94,7 +94,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.ms.codec import ANS_CHUNK, MIN_GAIN, code_dtype, dequantize
+from converter.ms.codec import RAW_MIN_GAIN, code_dtype, dequantize, lcz_size_estimate
 from ir import DataType, Graph, Node, QuantParams, Value
 
 __all__ = [
@@ -350,16 +350,15 @@ def stored_bytes(q: Quantized, encode: bool = True) -> float:
     """Bytes the ``.ms`` writer spends on ``q``: codes in their stored form, QuantParams, codebook.
 
     The codes follow ``converter.ms.codec.encode_codes``: 8/16 bits raw, other widths
-    bit-packed, or ANS-coded (order-0 bound plus header, table and chunk lengths)
-    when that is at least ``MIN_GAIN`` smaller than packing.
+    bit-packed, or entropy coded (``codec.lcz_size_estimate``) when that is smaller
+    (for 8/16 bits, by at least ``codec.RAW_MIN_GAIN``).
     """
     n, b = q.codes.size, q.bits
     data = float(n * b + 7) // 8
-    if b not in (8, 16) and encode and n:
-        coded = entropy_bytes(q.codes, b) + 24 + (1 << b) / 8 + 2 * min(n, 1 << b)
-        coded += 8 * (-(-n // ANS_CHUNK))
-        if coded <= (1 - MIN_GAIN) * data:
-            data = coded
+    if encode and n:
+        coded = lcz_size_estimate(q.codes, b)
+        if b not in (8, 16) or coded <= (1 - RAW_MIN_GAIN) * data:
+            data = min(data, coded)
     extra = 4 * q.clusters.size if q.clusters is not None else 0
     return data + QUANT_PARAM_BYTES * q.scale.size + extra
 

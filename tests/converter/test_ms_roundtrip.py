@@ -353,14 +353,18 @@ def test_constants_are_bit_exact(name: str, tmp_path: Path) -> None:
 
 def test_inline_constants_are_zero_copy_and_aligned(tmp_path: Path) -> None:
     g = ir.Graph()
-    for i, n in enumerate((3, 17, 100)):
+    sizes = (3, 17, 100, 1024, 5000)  # the last two reach 4 KiB: 64-byte aligned
+    for i, n in enumerate(sizes):
         v = ir.Value(f"w{i}", const=np.arange(n, dtype=np.float32))
         g.outputs.append(g.append(ir.Node("Identity", [v], name=f"id{i}")).outputs[0])
+    for i, n in enumerate((3, 5)):  # smaller ones only to their element size
+        v = ir.Value(f"d{i}", const=np.arange(n, dtype=np.float64))
+        g.outputs.append(g.append(ir.Node("Identity", [v], name=f"idd{i}")).outputs[0])
     back = roundtrip(g, tmp_path)
     for node in back.nodes:
         arr = node.inputs[0].const
-        assert not arr.flags.writeable and not arr.flags.owndata
-        assert arr.ctypes.data % 64 == 0
+        assert not arr.flags.writeable and not arr.flags.owndata and arr.flags.aligned
+        assert arr.ctypes.data % (64 if arr.nbytes >= 4096 else arr.itemsize) == 0
 
 
 def test_shapes_symbolic_unknown_and_scalar(tmp_path: Path) -> None:

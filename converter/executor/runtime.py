@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from converter.executor.kernels import KERNELS
-from converter.executor.registry import KernelContext, UnsupportedKernel
+from converter.executor.registry import KernelContext, ScratchPool, UnsupportedKernel
 from ir import DataType, Graph, Node, Value
 
 __all__ = ["ExecutionError", "Observer", "Runtime"]
@@ -216,6 +216,7 @@ class Runtime:
         self._plans: dict[int, _Plan] = {}
         self.current_scope: Mapping[int, Any] = {}
         self.profile: dict[str, list[float]] | None = {} if profile else None
+        self.scratch = ScratchPool()  # kernels' work buffers, shared by all nodes
         self._plan(graph)  # fail early on missing kernels, including in bodies
         for sub in list(graph.all_graphs())[1:]:
             self._plan(sub)

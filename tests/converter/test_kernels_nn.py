@@ -180,18 +180,22 @@ CONV_WIDE = [
 
 @pytest.mark.parametrize("attrs", CONV_WIDE)
 @pytest.mark.parametrize("batch", [1, 2])
-def test_conv2d_wide_inputs_use_the_polyphase_path(attrs: dict[str, Any], batch: int) -> None:
-    """Wide rows make the flat (polyphase im2col) path cheap enough to be chosen."""
+@pytest.mark.parametrize("path", ["rows", "phases"])
+def test_conv2d_wide_inputs_paths(attrs: dict[str, Any], batch: int, path: str) -> None:
+    """Wide rows: row-tap GEMMs when outputs per group are few next to kw x inputs,
+    else the flat (polyphase im2col) path, cheap enough to be chosen."""
     from converter.executor.kernels import nn as kernels
 
     g, k = attrs.get("group", 1), attrs["kernel_shape"]
-    x, w = rand(batch, 4, 11, 80), rand(6, 4 // g, *k)
-    inputs: Inputs = [("x", x), ("w", w), ("b", rand(6))]
-    (y,) = check("Conv", inputs, attrs, consts=("w", "b"))
+    m = 6 if path == "rows" else 8 * k[1] * g
+    x, w = rand(batch, 4, 11, 80), rand(m, 4 // g, *k)
+    inputs: Inputs = [("x", x), ("w", w), ("b", rand(m))]
+    (y,) = check("Conv", inputs, attrs, consts=("w", "b"), atol=1e-4)  # |y| ~ 14 for 7x7
     check_nhwc("Conv", inputs, attrs, y)
     ctx = _FakeCtx({"strides": None, "dilations": None, "pads": None, "auto_pad": "NOTSET",
                     "group": 1, **attrs})
-    assert kernels._ConvPlan(ctx, x.shape, w).phases is not None
+    plan = kernels._ConvPlan(ctx, x.shape, w)
+    assert (plan.rows if path == "rows" else plan.phases) is not None
 
 
 class _FakeCtx:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import ml_dtypes
 import numpy as np
 
+from converter.executor.kernels import vector
 from converter.executor.registry import Kernel, KernelContext, UnsupportedKernel
 
 __all__ = [
@@ -98,22 +99,53 @@ _ERF_Q = tuple(
 )  # fmt: skip
 
 
-def _erf_float32(x: Array) -> Array:
-    z = np.clip(x, np.float32(-4), np.float32(4))
-    z2 = z * z
-    p = z2 * _ERF_P[0]
+def _erf_float32_into(x: Array, p: Array, z: Array, z2: Array, q: Array) -> Array:
+    """erf of float32 ``x`` into ``p``, with scratch ``z`` (may be ``x``), ``z2``, ``q``."""
+    np.clip(x, np.float32(-4), np.float32(4), out=z)
+    np.multiply(z, z, out=z2)
+    np.multiply(z2, _ERF_P[0], out=p)
     p += _ERF_P[1]
     for a in _ERF_P[2:]:
         p *= z2
         p += a
     p *= z
-    q = z2 * _ERF_Q[0]
+    np.multiply(z2, _ERF_Q[0], out=q)
     q += _ERF_Q[1]
     for b in _ERF_Q[2:]:
         q *= z2
         q += b
     p /= q
     return p
+
+
+def _erf_float32(x: Array) -> Array:
+    """erf over cache-sized chunks (see ``vector``): the same ops per element."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = np.empty_like(flat)
+    z, z2, q = vector.chunk_scratch(_F32, 3)
+    for sl in vector.chunks(flat.size):
+        m = sl.stop - sl.start
+        _erf_float32_into(flat[sl], out[sl], z[:m], z2[:m], q[:m])
+    return out.reshape(x.shape)
+
+
+def _gelu_float32(x: Array, in_place: bool = False) -> Array:
+    """Exact float32 Gelu, 0.5 * x * (1 + erf(x / sqrt(2))), chunk by chunk.
+
+    With ``in_place`` (a donated, contiguous ``x``) the result overwrites ``x``.
+    """
+    flat = np.ascontiguousarray(x).reshape(-1)
+    out = flat if in_place else np.empty_like(flat)
+    z, z2, q, half = vector.chunk_scratch(_F32, 4)
+    for sl in vector.chunks(flat.size):
+        m = sl.stop - sl.start
+        xc, o, zc, hc = flat[sl], out[sl], z[:m], half[:m]
+        np.multiply(xc, 0.5, out=hc)
+        np.multiply(xc, 1 / math.sqrt(2), out=zc)  # the last read of xc: o may be xc
+        _erf_float32_into(zc, o, zc, z2[:m], q[:m])
+        o += 1
+        o *= hc
+    return out.reshape(x.shape)
 
 
 def erf(x: Array) -> Array:
@@ -273,6 +305,9 @@ def _gelu(ctx: KernelContext, x: Array) -> Array:
         return 0.5 * x * (1 + np.tanh(inner))
     if mode != "none":
         raise UnsupportedKernel(f"Gelu: approximate={mode!r} not supported")
+    if x.dtype == _F32:
+        donated = getattr(ctx, "donated", ())  # elementwise contexts of fused ops have none
+        return _gelu_float32(x, 0 in donated and x.flags.c_contiguous and x.flags.writeable)
     return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2))))
 
 

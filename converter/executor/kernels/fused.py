@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from converter.executor.kernels import elementwise, nn
+from converter.executor.kernels import elementwise, nn, vector
 from converter.executor.registry import Kernel, KernelContext, UnsupportedKernel
 from ir.ops.fused import BINARY_ACT, activation_params_ok
 
@@ -60,10 +60,9 @@ def apply_activation(y: Array, name: str, params: list[float] | None) -> Array:
     if name == "none":
         return y
     if name == "Relu" and in_place:
-        return np.maximum(y, 0, out=y)
+        return vector.clamp(y, 0.0, None)
     if name == "Clip" and in_place:
-        lo, hi = y.dtype.type(p[0]), y.dtype.type(p[1])
-        return np.minimum(np.maximum(y, lo, out=y), hi, out=y)
+        return vector.clamp(y, p[0], p[1])
     if name == "Clip":
         lo, hi = np.asarray(p[0], y.dtype), np.asarray(p[1], y.dtype)
         return elementwise.KERNELS["Clip"](_ActContext({}), y, lo, hi)
@@ -110,12 +109,33 @@ def _matmul_act(ctx: KernelContext, a: Array, b: Array, bias: Array | None = Non
     return apply_activation(y, *_activation(ctx))
 
 
+_UFUNCS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+
+
 def _binary_act(op: str) -> Kernel:
+    ufunc = _UFUNCS[op]
+
     def kernel(ctx: KernelContext, a: Array, b: Array) -> Array:
-        y = _fresh(np.asarray(elementwise.KERNELS[op](ctx, a, b)), a, b)
+        if _overwritable(ctx, a, b):  # the unfused kernel's ufunc, into A's buffer
+            with np.errstate(all="ignore"):
+                y = ufunc(a, b, out=a)
+        else:
+            y = _fresh(np.asarray(elementwise.KERNELS[op](ctx, a, b)), a, b)
         return apply_activation(y, *_activation(ctx))
 
     return kernel
+
+
+def _overwritable(ctx: KernelContext, a: Array, b: Array) -> bool:
+    """A was donated and can hold the float result as is (same dtype, full shape)."""
+    return (
+        ctx.reusable(0)
+        and a.dtype in (np.float32, np.float64)
+        and b.dtype == a.dtype
+        and a.flags.writeable
+        and a.shape == np.broadcast_shapes(a.shape, b.shape)
+        and not np.may_share_memory(a, b)
+    )
 
 
 class _RnnContext:

@@ -15,6 +15,7 @@ SoftmaxCrossEntropyLoss) follow ``ir/ops/reduce.py``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -310,6 +311,55 @@ def _attention_bias(
     return bias
 
 
+def _fits(small: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Whether ``small`` broadcasts onto ``shape`` without growing it."""
+    try:
+        return np.broadcast_shapes(small, shape) == shape
+    except ValueError:
+        return False
+
+
+def _attend(
+    wq: Array, wk: Array, wv: Array, bias: Array, scale: Any, rank3: bool, s: Array
+) -> Array:
+    """softmax(q k^T * scale + bias) v, in place in the scores buffer ``s``.
+
+    The same operations per element as the general path of ``attention`` (so
+    the same bits), without its temporaries: scores are scaled, biased,
+    shifted, exponentiated and normalized where they lie (``s`` is a reused
+    work buffer, see ``_scores_buffer``), and rank-3 results are written
+    straight into the (batch, seq, heads * size) layout.
+    """
+    np.matmul(wq, np.swapaxes(wk, -1, -2), out=s)
+    s *= scale
+    s += bias
+    top = np.max(s, axis=-1, keepdims=True)
+    top[np.isneginf(top)] = 0
+    s -= top
+    np.exp(s, out=s)
+    total = np.sum(s, axis=-1, keepdims=True)
+    total[total == 0] = 1
+    s /= total
+    masked = np.isneginf(np.max(bias, axis=-1, keepdims=True))
+    if masked.any():  # rows whose every key is masked out give zeros
+        np.copyto(s, 0, where=masked)
+    b, h, sq = s.shape[:3]
+    if not rank3:
+        return np.matmul(s, wv)
+    y = np.empty((b, sq, h, wv.shape[-1]), dtype=s.dtype)
+    np.matmul(s, wv, out=y.transpose(0, 2, 1, 3))
+    return y.reshape(b, sq, -1)
+
+
+def _scores_buffer(ctx: KernelContext, shape: tuple[int, ...], dtype: np.dtype) -> Array:
+    """A (batch, heads, q, kv) work buffer from the runtime's pool (``ctx.scratch``).
+
+    A fresh one per call costs page faults comparable to the softmax itself.
+    """
+    lend = getattr(ctx, "scratch", None)
+    return np.empty(shape, dtype) if lend is None else lend("attention-scores", shape, dtype)
+
+
 def attention(
     ctx: KernelContext,
     q: Array,
@@ -333,7 +383,7 @@ def attention(
     present_v = v if past_value is None else np.concatenate((past_value, v), axis=2)
     wq, wk, wv = (working(a) for a in (q, present_k, present_v))
     if wq.dtype != np.float64:
-        wq, wk, wv = (a.astype(np.float32) for a in (wq, wk, wv))
+        wq, wk, wv = (a.astype(np.float32, copy=False) for a in (wq, wk, wv))
     if q.shape[1] != wk.shape[1]:
         if q.shape[1] % wk.shape[1]:
             raise ValueError(f"Attention: {q.shape[1]} query heads, {wk.shape[1]} kv heads")
@@ -344,9 +394,15 @@ def attention(
     bias = _attention_bias(ctx, sq, skv, mask, past_len, nonpad).astype(wq.dtype)
     scale = ctx.attr("scale")
     scale = 1.0 / np.sqrt(q.shape[3]) if scale is None else scale
+    cap = ctx.attr("softcap")
+    shape = (*wq.shape[:-1], skv)
+    if ctx.num_outputs <= 3 and cap <= 0 and _fits(bias.shape, shape):
+        s = _scores_buffer(ctx, shape, wq.dtype)
+        with np.errstate(all="ignore"):
+            y = _attend(wq, wk, wv, bias, wq.dtype.type(scale), rank3, s)
+        return (y.astype(q.dtype, copy=False), present_k, present_v)[: ctx.num_outputs]
     with np.errstate(all="ignore"):
         scores = np.matmul(wq, np.swapaxes(wk, -1, -2)) * wq.dtype.type(scale)
-        cap = ctx.attr("softcap")
         if cap > 0:
             scores = cap * np.tanh(scores / cap)
         biased = scores + bias

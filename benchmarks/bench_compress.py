@@ -62,8 +62,13 @@ class Spec:
 
 
 def tune_feeds(spec: Spec) -> list[dict[str, np.ndarray]] | None:
-    """auto_tune's inputs for a model with realistic data (seeds 0, 1; evaluation uses 10, 11)."""
-    return [spec.feeds(s) for s in (0, 1)] if spec.feeds is not None else None
+    """Calibration inputs for a model with realistic data: seeds 0..3, as many as
+    ``convert`` takes from a config's calibrate_path (evaluation uses seeds 10, 11)."""
+    from passes.quant.weight import TUNE_SAMPLES
+
+    if spec.feeds is None:
+        return None
+    return [spec.feeds(s) for s in range(TUNE_SAMPLES)]
 
 
 def model_names(arg: str, small: bool = False) -> list[str]:

@@ -39,10 +39,14 @@ entropy coding (``enable_encode``) then stores roughly ``b - 1.5`` bits per weig
 auto_tune: bits by measured output sensitivity
 ----------------------------------------------
 ``auto_tune=true`` allocates bits to meet an output target instead of a weight
-error: every float output must keep a cosine similarity of at least
+error: every float output (for an output made by Softmax, LogSoftmax or
+Sigmoid, its logits) must keep a cosine similarity of at least
 ``target_cosine`` (a liteconv key of ``[mixed_bit_weight_quant_param]``, default
-:data:`AUTO_TUNE_COSINE`) against the float graph, run by the executor on two
-seeded random inputs (``converter.verify.make_inputs``, seeds :data:`TUNE_SEEDS`).
+:data:`AUTO_TUNE_COSINE`) against the float graph, run by the executor on the
+calibration samples when the config names them (``[data_preprocess_param]``,
+the first :data:`TUNE_SAMPLES`), else on two seeded random inputs
+(``converter.verify.make_inputs``, seeds :data:`TUNE_SEEDS`). Random inputs
+suit random-weight models; a trained model's sensitivity shows on its own data.
 
 1. *Options.* Each tensor is quantized every way the search may pick: the
    uniform grid at :data:`TUNE_BITS` bits and k-means codebooks at
@@ -532,16 +536,42 @@ def _debug_csv(
 
 # -- auto tune: sensitivity-weighted bit allocation ------------------------------------------------
 def _float_outputs(graph: Graph, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+    """What auto_tune compares: each float output, or its logits when a Softmax or Sigmoid
+    makes it (a saturated probability hides weight error until a class flips: PP-OCR's
+    direction classifier kept output cosine 1.0 on its tuning samples at 2 bits and
+    flipped on every other input)."""
     from converter.executor.runtime import Runtime
 
-    rt = Runtime(graph)
-    names = [v.name for v in graph.outputs]
+    watched = [_measured_value(v) for v in graph.outputs]
+    ids = {id(v) for v in watched}
+    seen: dict[int, np.ndarray] = {}
+
+    def observe(value: Value, array: np.ndarray) -> None:
+        if id(value) in ids:
+            seen[id(value)] = np.array(array, copy=True)
+
+    rt = Runtime(graph, observe=observe)
     out = []
     for f in feeds:
+        seen.clear()
         got = rt.run(f)
-        arrays = [np.asarray(got[n]) for n in names]
+        arrays = [
+            seen[id(w)] if id(w) in seen else np.asarray(got[v.name])
+            for v, w in zip(graph.outputs, watched, strict=True)
+        ]
         out.append([a.astype(np.float64) for a in arrays if np.issubdtype(a.dtype, np.floating)])
     return out
+
+
+_LOGIT_OPS = ("Softmax", "LogSoftmax", "Sigmoid")
+
+
+def _measured_value(v: Value) -> Value:
+    """``v``, or the input of the Softmax / LogSoftmax / Sigmoid that produces it."""
+    node = v.producer
+    if node is not None and node.op in _LOGIT_OPS and node.inputs and node.inputs[0] is not None:
+        return node.inputs[0]
+    return v
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -358,3 +358,19 @@ def test_bias_correction_without_data_is_a_note():
     )
     assert "bias_correction" not in report
     assert any("bias_correction needs calibration data" in n for n in report["notes"])
+
+
+def test_auto_tune_compares_logits_of_softmax_outputs():
+    from passes.quant.weight import _float_outputs
+
+    g = Graph(name="cls")
+    x = Value("x", DataType.FLOAT, (1, 4))
+    g.inputs = [x]
+    w = Value("w", const=(np.eye(4, 2) * 50).astype(np.float32))
+    logits, probs = Value("logits"), Value("probs")
+    g.append(Node("MatMul", [x, w], [logits], name="fc"))
+    g.append(Node("Softmax", [logits], [probs], {"axis": -1}, name="sm"))
+    g.outputs = [probs]
+    feeds = [{"x": np.array([[1.0, -1.0, 0.0, 0.0]], np.float32)}]
+    (out,) = _float_outputs(g, feeds)
+    np.testing.assert_allclose(out[0], [[50.0, -50.0]])  # not the saturated [1, 0]

@@ -62,13 +62,13 @@ class Spec:
 
 
 def tune_feeds(spec: Spec) -> list[dict[str, np.ndarray]] | None:
-    """Calibration inputs for a model with realistic data: seeds 0..3, as many as
-    ``convert`` takes from a config's calibrate_path (evaluation uses seeds 10, 11)."""
-    from passes.quant.weight import TUNE_SAMPLES
+    """Calibration inputs for a model with realistic data: seeds 100.., as many as
+    ``convert`` takes from a config's calibrate_path for GPTQ (evaluation uses seeds 10, 11)."""
+    from passes.quant.weight import GPTQ_SAMPLES
 
     if spec.feeds is None:
         return None
-    return [spec.feeds(s) for s in range(TUNE_SAMPLES)]
+    return [spec.feeds(100 + s) for s in range(GPTQ_SAMPLES)]
 
 
 def model_names(arg: str, small: bool = False) -> list[str]:
@@ -183,7 +183,8 @@ def quantized_ms(
     graph = parse_model(src, "ONNX", shapes)
     optimize_graph(graph, "full")
     common, mixed, weight = setting_params(setting)
-    weight["bias_correction"] = tune is not None  # realistic data: use it as a user would
+    if tune is not None:  # realistic data: use it as a user would (GPTQ subsumes bias correction)
+        weight["rounding"] = "gptq"
     t0 = time.perf_counter()
     report = quantize_weights(graph, common=common, mixed_bit=mixed, weight=weight, tune_feeds=tune)
     seconds = time.perf_counter() - t0

@@ -83,12 +83,18 @@ def compress_graph(
 
 
 def _tune_feeds(graph: Graph, config: Config) -> list[dict[str, np.ndarray]] | None:
-    """Inputs for auto_tune and bias correction: the first calibration samples, if any."""
+    """Inputs for auto_tune, bias correction and GPTQ: the first calibration samples, if any."""
     data = dataclasses.asdict(config.data_preprocess_param)
-    wanted = config.mixed_bit_weight_quant_param.auto_tune or config.weight_quant_param.bias_correction
+    weight = config.weight_quant_param
+    wanted = (
+        config.mixed_bit_weight_quant_param.auto_tune
+        or weight.bias_correction
+        or weight.rounding == "gptq"
+    )
     if not (wanted and data.get("calibrate_path")):
         return None
     from passes.quant.calibrate import CalibrationData
-    from passes.quant.weight import TUNE_SAMPLES
+    from passes.quant.weight import GPTQ_SAMPLES, TUNE_SAMPLES
 
-    return list(itertools.islice(CalibrationData(graph, data), TUNE_SAMPLES))
+    count = GPTQ_SAMPLES if weight.rounding == "gptq" or weight.bias_correction else TUNE_SAMPLES
+    return list(itertools.islice(CalibrationData(graph, data), count))

@@ -86,6 +86,11 @@ class WeightQuantParam:
     bias_correction: bool = False
     symmetric: bool = True  # liteconv: symmetric (zero point 0) or asymmetric ranges
     kmeans: bool = False  # liteconv: k-means codebook (quantClusters) instead of a grid
+    rounding: str = "nearest"  # liteconv: nearest | gptq (data-aware, passes/quant/gptq.py)
+
+    def check(self) -> None:
+        if self.rounding not in ("nearest", "gptq"):
+            raise UsageError(f"rounding={self.rounding}: use nearest or gptq")
 
 
 @dataclass

@@ -27,6 +27,20 @@ Codes, for ``b`` bits (``q`` signed, ``real = scale[c] * (q - zero_point[c])``)
   per-channel ``max|w|``; ``real = scale[c] * clusters[q + 2**(b-1)]``, the
   codebook stored in ``Tensor.quantClusters``. Wider codes use the grid.
 
+GPTQ rounding (``rounding=gptq``, a liteconv key of ``[weight_quant_param]``)
+-----------------------------------------------------------------------------
+With calibration data (``tune_feeds``, up to :data:`GPTQ_SAMPLES`) and a fixed
+``bit_num`` or ``auto_tune``, Conv / ConvAct / FusedConv / MatMul / MatMulAct /
+FusedMatMul / Gemm weights get their codes from GPTQ (passes/quant/gptq.py):
+same code conventions, a grid clipped per channel, and each input column's
+rounding error compensated by the columns not yet rounded, weighted by the
+layer's input covariance ``H``. auto_tune then ranks each such tensor's options
+by its output error ``tr(dW H dW^T)`` rather than weight error (GPTQ trades the
+one for the other). A layer that saw fewer input rows than it has input columns
+keeps round-to-nearest: GPTQ would fit the calibration samples' noise. Other
+weights, ``init_scale`` mixed bits and k-means keep round-to-nearest (the
+report's ``notes`` say so; ``gptq`` counts the layers each way).
+
 Mixed bit (``bit_num=0``)
 -------------------------
 Each weight gets the lowest ``b`` in 2..16 (searched by bisection; the error
@@ -90,6 +104,7 @@ coded (converter/ms/codec.py, docs/format.md).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -122,6 +137,9 @@ PROBE_BITS = 3
 TUNE_SEEDS = (0, 1)
 TUNE_SAMPLES = 4
 """Calibration samples auto_tune runs on when the config gives a calibrate_path."""
+GPTQ_SAMPLES = 16
+"""Calibration samples GPTQ (and bias correction) estimate input statistics from; auto_tune
+measures output error on the first TUNE_SAMPLES of them."""
 TUNE_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 TUNE_KMEANS_BITS = (2, 3, 4)
 TUNE_MAX_ROUNDS = 8
@@ -394,11 +412,21 @@ def quantize_weights(
     per_channel = bool(weight.get("per_channel", True))
     opts = {"symmetric": bool(weight.get("symmetric", True)), "kmeans": bool(weight.get("kmeans"))}
     encode = bool(common.get("enable_encode", True))
-    notes = _notes(weight, mixed_bit, bool(tune_feeds))
+    notes = _notes(weight, mixed_bit, bool(tune_feeds), bits)
     originals = {id(s.value): s.value.const for s in sites}
+    hessians = _gptq_hessians(graph, sites, weight, mixed_bit, bits, tune_feeds)
 
     def one(s: WeightSite, target: float) -> Quantized:
         w = originals[id(s.value)]
+        h = hessians.get(id(s.value))
+        if bits and h is not None:
+            from passes.quant.gptq import gptq_quantize
+
+            axis = s.axis if per_channel else None
+            sym = opts["symmetric"]
+            return gptq_quantize(
+                w, h.cov, axis, bits, symmetric=sym, transposed=h.transposed, damp=h.damp
+            )
         if bits:
             return quantize_tensor(w, s.axis if per_channel else None, bits, **opts)
         return choose_bits(w, s.axis if per_channel else None, target, **opts)
@@ -412,11 +440,11 @@ def quantize_weights(
             [originals[id(s.value)] for s in sites],
             widths=_tune_widths(bits, opts["kmeans"]),
             per_channel=per_channel,
-            symmetric=opts["symmetric"],
             encode=encode,
             target_cosine=float(mixed_bit.get("target_cosine", AUTO_TUNE_COSINE)),
             max_iterations=int(mixed_bit.get("max_iterations", 8)),
             feeds=tune_feeds,
+            rounding=_Rounding(sites, originals, hessians, opts["symmetric"]),
         )
     else:
         results = [one(s, target) for s in sites]
@@ -429,6 +457,8 @@ def quantize_weights(
     report = _report(sites, results, originals, skipped, bits, target, tune, notes, encode)
     if corrected is not None:
         report["bias_correction"] = corrected
+    if weight.get("rounding") == "gptq":
+        report["gptq"] = {"layers": len(hessians), "nearest": len(sites) - len(hessians)}
     if common.get("debug_info_save_path"):
         folder = common["debug_info_save_path"]
         report["debug_csv"] = str(_debug_csv(folder, sites, results, originals))
@@ -449,12 +479,53 @@ def _apply(v: Value, q: Quantized, encode: bool) -> None:
     v.meta["quant_encode"] = encode
 
 
-def _notes(weight: dict[str, Any], mixed_bit: dict[str, Any], tune_data: bool) -> list[str]:
+def _gptq_off(
+    weight: dict[str, Any], mixed_bit: dict[str, Any], bits: int, tune_data: bool
+) -> str | None:
+    """Why ``rounding=gptq`` is not applied (None: it is, or it was not asked for)."""
+    if weight.get("rounding") != "gptq":
+        return None
+    if not tune_data:
+        return "needs calibration data ([data_preprocess_param])"
+    if not bits and not mixed_bit.get("auto_tune"):
+        return "applies to a fixed bit_num or auto_tune, not init_scale mixed bits"
+    if weight.get("kmeans") and bits <= _KMEANS_MAX_BITS:
+        return "does not apply to k-means codebooks"
+    return None
+
+
+def _gptq_hessians(
+    graph: Graph,
+    sites: list[WeightSite],
+    weight: dict[str, Any],
+    mixed_bit: dict[str, Any],
+    bits: int,
+    feeds: list[dict[str, np.ndarray]] | None,
+) -> dict[int, Any]:
+    """Input covariances for ``rounding=gptq`` (passes/quant/gptq.py); {} where not used."""
+    if weight.get("rounding") != "gptq" or _gptq_off(weight, mixed_bit, bits, bool(feeds)):
+        return {}
+    from passes.quant.gptq import collect_hessians
+
+    assert feeds is not None
+    hessians = collect_hessians(graph, sites, feeds)
+    # GPTQ fits the rounding to the rows it saw; with fewer rows than input columns it
+    # fits noise (a flattened FC layer seeing one row per sample went from cosine 0.99
+    # on the calibration samples to 0.91 on others), so such layers round to nearest.
+    return {k: h for k, h in hessians.items() if h.rows >= h.cov.shape[-1]}
+
+
+def _notes(
+    weight: dict[str, Any], mixed_bit: dict[str, Any], tune_data: bool, bits: int = 8
+) -> list[str]:
     notes = []
     if weight.get("bias_correction") and not tune_data:
         notes.append(
             "bias_correction needs calibration data ([data_preprocess_param]); not applied"
         )
+    why = _gptq_off(weight, mixed_bit, bits, tune_data)
+    if why:
+        notes.append(f"rounding=gptq {why}; rounded to nearest")
     if weight.get("dequant_strategy", "ON_THE_FLY") != "ON_THE_FLY":
         notes.append("dequant_strategy: only ON_THE_FLY (dequantize at load) is implemented")
     if mixed_bit.get("use_cv_data"):
@@ -601,22 +672,74 @@ def _tune_widths(bits: int, kmeans: bool) -> list[tuple[int, bool]]:
     return [(b, False) for b in TUNE_BITS] + [(b, True) for b in TUNE_KMEANS_BITS]
 
 
+class _Rounding:
+    """How auto_tune quantizes site ``i`` and measures the error it causes.
+
+    With an input covariance ``H`` for the site (``rounding=gptq``), codes come
+    from GPTQ and the error is the layer's output error ``tr(dW H dW^T)`` (GPTQ
+    trades weight error for output error, so weight error would rank its
+    options wrongly); otherwise round-to-nearest and the squared weight error.
+    Sensitivities and options of one site always use the same measure.
+    """
+
+    def __init__(
+        self,
+        sites: list[WeightSite],
+        originals: dict[int, np.ndarray],
+        hessians: dict[int, Any],
+        symmetric: bool,
+    ) -> None:
+        self.w = [originals[id(s.value)] for s in sites]
+        self.h = [hessians.get(id(s.value)) for s in sites]
+        self.out_axis = [s.axis for s in sites]
+        self.symmetric = symmetric
+        self._cache: dict[tuple[int, int | None, int, bool], Quantized] = {}
+
+    def quantize(self, i: int, axis: int | None, bits: int, kmeans: bool) -> Quantized:
+        h = self.h[i]
+        if h is None or kmeans or bits >= 16:
+            return quantize_tensor(self.w[i], axis, bits, symmetric=self.symmetric, kmeans=kmeans)
+        key = (i, axis, bits, kmeans)
+        q = self._cache.get(key)
+        if q is None:  # GPTQ takes seconds on a large model: keep its codes, not the floats
+            from passes.quant.gptq import gptq_quantize
+
+            q = gptq_quantize(
+                self.w[i], h.cov, axis, bits, symmetric=self.symmetric,
+                transposed=h.transposed, damp=h.damp,
+            )  # fmt: skip
+            self._cache[key] = dataclasses.replace(q, dequant=None)  # type: ignore[arg-type]
+            return q
+        dq = dequantize(q.codes, q.scale, q.zero_point, axis, bits, self.w[i].dtype)
+        return dataclasses.replace(q, dequant=dq)
+
+    def error(self, i: int, dequant: np.ndarray) -> float:
+        d = np.asarray(self.w[i], np.float64) - np.asarray(dequant, np.float64)
+        h = self.h[i]
+        if h is None:
+            return float(np.square(d).sum())
+        rows = d.T if h.transposed else d.reshape(d.shape[0], -1)
+        cov = h.cov if h.cov.ndim == 3 else h.cov[None]
+        rows = rows.reshape(cov.shape[0], -1, cov.shape[-1])
+        return float(np.einsum("grn,grn->", rows @ cov, rows))
+
+
 def _options(
-    w: np.ndarray,
+    i: int,
     axis: int,
     widths: list[tuple[int, bool]],
     per_channel: bool,
-    symmetric: bool,
     encode: bool,
+    rounding: _Rounding,
 ) -> list[_Option]:
-    """The Pareto front (fewer bytes <-> less error) of the candidate quantizations of ``w``."""
+    """The Pareto front (fewer bytes <-> less error) of the candidate quantizations of site i."""
+    w = rounding.w[i]
     axes: list[int | None] = [axis, None] if per_channel and w.shape[axis] > 1 else [None]
-    ref = np.asarray(w, dtype=np.float64)
     found = []
     for ax in axes:
         for b, km in widths:
-            q = quantize_tensor(w, ax, b, symmetric=symmetric, kmeans=km)
-            err = float(np.square(ref - q.dequant).sum())
+            q = rounding.quantize(i, ax, b, km)
+            err = rounding.error(i, q.dequant)
             found.append(_Option(ax, b, km, stored_bytes(q, encode), err))
     found.sort(key=lambda o: (o.bytes, o.sq_error))
     front: list[_Option] = []
@@ -664,16 +787,18 @@ def _auto_tune(
     *,
     widths: list[tuple[int, bool]],
     per_channel: bool,
-    symmetric: bool,
     encode: bool,
     target_cosine: float,
     max_iterations: int,
     feeds: list[dict[str, np.ndarray]] | None = None,
+    rounding: _Rounding,
 ) -> tuple[list[Quantized], dict[str, Any]]:
     """Bits (and grid, granularity) per tensor by measured output sensitivity (module docstring)."""
     from converter.verify import make_inputs
 
-    if not feeds:
+    if feeds:
+        feeds = feeds[:TUNE_SAMPLES]
+    else:
         feeds = [make_inputs(graph.inputs, seed=s) for s in TUNE_SEEDS]
     reference = _float_outputs(graph, feeds)
 
@@ -693,17 +818,15 @@ def _auto_tune(
         return 1.0 - min(cosines, default=1.0)
 
     sensitivity = np.zeros(len(sites))
-    for i, (s, w) in enumerate(zip(sites, originals, strict=True)):
+    for i, s in enumerate(sites):
         if len(widths) == 1:  # fixed width: probe the coarser choice, one scale per tensor
-            probe = quantize_tensor(w, None, widths[0][0], symmetric=symmetric)
+            probe = rounding.quantize(i, None, widths[0][0], False)
         else:
-            axis = s.axis if per_channel else None
-            probe = quantize_tensor(w, axis, PROBE_BITS, symmetric=symmetric)
-        sq = float(np.square(np.asarray(w, np.float64) - probe.dequant).sum())
-        sensitivity[i] = max(output_error({i: probe.dequant}), 1e-12) / max(sq, 1e-30)
+            probe = rounding.quantize(i, s.axis if per_channel else None, PROBE_BITS, False)
+        err = rounding.error(i, probe.dequant)
+        sensitivity[i] = max(output_error({i: probe.dequant}), 1e-12) / max(err, 1e-30)
     options = [
-        _options(w, s.axis, widths, per_channel, symmetric, encode)
-        for s, w in zip(sites, originals, strict=True)
+        _options(i, s.axis, widths, per_channel, encode, rounding) for i, s in enumerate(sites)
     ]
     allowed = 1.0 - target_cosine
     budget = allowed
@@ -714,7 +837,7 @@ def _auto_tune(
     failing = float("inf")  # the smallest budget whose allocation did not
     for round_ in range(max(2, min(max_iterations, TUNE_MAX_ROUNDS))):
         chosen, predicted = _allocate(options, sensitivity, budget)
-        results = _realize(sites, originals, options, chosen, symmetric)
+        results = _realize(options, chosen, rounding)
         err = output_error({i: q.dequant for i, q in enumerate(results)})
         size = sum(options[i][k].bytes for i, k in enumerate(chosen))
         trials.append(
@@ -739,7 +862,7 @@ def _auto_tune(
             budget *= float(np.clip(allowed / max(err, 1e-12), 0.25, 4.0))
     picked = best if best is not None else fallback
     assert picked is not None
-    results = _realize(sites, originals, options, picked[1], symmetric)
+    results = _realize(options, picked[1], rounding)
     tune = {
         "target_cosine": target_cosine,
         "seeds": list(TUNE_SEEDS),
@@ -752,17 +875,12 @@ def _auto_tune(
 
 
 def _realize(
-    sites: list[WeightSite],
-    originals: list[np.ndarray],
-    options: list[list[_Option]],
-    chosen: list[int],
-    symmetric: bool,
+    options: list[list[_Option]], chosen: list[int], rounding: _Rounding
 ) -> list[Quantized]:
-    out = []
-    for w, opts, k in zip(originals, options, chosen, strict=True):
-        o = opts[k]
-        out.append(quantize_tensor(w, o.axis, o.bits, symmetric=symmetric, kmeans=o.kmeans))
-    return out
+    return [
+        rounding.quantize(i, opts[k].axis, opts[k].bits, opts[k].kmeans)
+        for i, (opts, k) in enumerate(zip(options, chosen, strict=True))
+    ]
 
 
 # -- bias correction -------------------------------------------------------------------------

@@ -320,7 +320,8 @@ def _depthwise_chain(layers: int = 6, channels: int = 16, seed: int = 1) -> Grap
     x = Value("x", DataType.FLOAT, (1, channels, 12, 12))
     g.inputs = [x]
     for i in range(layers):
-        w = Value(f"w{i}", const=(rng.standard_normal((channels, 1, 3, 3)) * 0.4).astype(np.float32))
+        kernel = (rng.standard_normal((channels, 1, 3, 3)) * 0.4).astype(np.float32)
+        w = Value(f"w{i}", const=kernel)
         b = Value(f"b{i}", const=(0.1 * rng.standard_normal(channels)).astype(np.float32))
         y, r = Value(f"y{i}"), Value(f"r{i}")
         g.append(Node("Conv", [x, w, b], [y], {"pads": [1] * 4, "group": channels}, name=f"c{i}"))
@@ -344,8 +345,9 @@ def test_bias_correction_removes_the_mean_shift_of_quantized_weights():
         )  # fmt: skip
         assert ("bias_correction" in report) == correct
         got = [_run(g, f)["r5"] for f in feeds]
-        bias = np.mean([np.abs((a - b).mean(axis=(0, 2, 3))).mean() for a, b in zip(got, want)])
-        results[correct] = (bias, min(_cos(a, b) for a, b in zip(got, want)))
+        pairs = list(zip(got, want, strict=True))
+        bias = np.mean([np.abs((a - b).mean(axis=(0, 2, 3))).mean() for a, b in pairs])
+        results[correct] = (bias, min(_cos(a, b) for a, b in zip(got, want, strict=True)))
     assert report["bias_correction"]["layers"] == 6
     assert results[True][0] < 0.5 * results[False][0]  # the per-channel mean error
     assert results[True][1] > results[False][1]  # and the output cosine (sample 3 is unseen)
@@ -374,3 +376,36 @@ def test_auto_tune_compares_logits_of_softmax_outputs():
     feeds = [{"x": np.array([[1.0, -1.0, 0.0, 0.0]], np.float32)}]
     (out,) = _float_outputs(g, feeds)
     np.testing.assert_allclose(out[0], [[50.0, -50.0]])  # not the saturated [1, 0]
+
+
+def _correlated_feeds(n: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Inputs whose channels are correlated (what GPTQ exploits): a shared component."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        base = rng.standard_normal((1, 1, 8, 8))
+        x = base + 0.3 * rng.standard_normal((1, 3, 8, 8))
+        out.append({"x": x.astype(np.float32), "ids": np.array([[1, 7, 3, 49]], np.int64)})
+    return out
+
+
+def test_auto_tune_with_gptq_rounding_reaches_the_target_in_fewer_bytes():
+    tune, held_out = _correlated_feeds(4, 0), _correlated_feeds(3, 1)
+    mixed = {**MIXED, "auto_tune": True, "target_cosine": 0.995}
+    reports, cosines = {}, {}
+    for rounding in ("nearest", "gptq"):
+        g = _model()
+        ref = [_run(g, f)["out"] for f in held_out]
+        reports[rounding] = quantize_weights(
+            g, common=_common(bit_num=0), mixed_bit=mixed, weight={"rounding": rounding},
+            tune_feeds=tune,
+        )  # fmt: skip
+        outs = [_run(g, f)["out"] for f in held_out]
+        cosines[rounding] = min(_cos(r, o) for r, o in zip(ref, outs, strict=True))
+    gptq = reports["gptq"]
+    assert gptq["auto_tune"]["met"] and not any("gptq" in n for n in gptq.get("notes", []))
+    # the conv sees 64 rows per sample for its 27 columns; the flattened FC layers see one
+    # row per sample for 256 / 64 columns: GPTQ would fit noise there, they round to nearest
+    assert gptq["gptq"] == {"layers": 1, "nearest": 3}
+    assert gptq["stored_bytes"] <= reports["nearest"]["stored_bytes"]
+    assert cosines["gptq"] > 0.99

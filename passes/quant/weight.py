@@ -36,8 +36,9 @@ same code conventions, a grid clipped per channel, and each input column's
 rounding error compensated by the columns not yet rounded, weighted by the
 layer's input covariance ``H``. auto_tune then ranks each such tensor's options
 by its output error ``tr(dW H dW^T)`` rather than weight error (GPTQ trades the
-one for the other). A layer that saw fewer input rows than it has input columns
-keeps round-to-nearest: GPTQ would fit the calibration samples' noise. Other
+one for the other). A layer that saw fewer than 1/:data:`GPTQ_MIN_ROW_RATIO` input
+rows per input column keeps round-to-nearest: GPTQ would fit the calibration
+samples' noise. Other
 weights, ``init_scale`` mixed bits and k-means keep round-to-nearest (the
 report's ``notes`` say so; ``gptq`` counts the layers each way).
 
@@ -137,6 +138,8 @@ PROBE_BITS = 3
 TUNE_SEEDS = (0, 1)
 TUNE_SAMPLES = 4
 """Calibration samples auto_tune runs on when the config gives a calibrate_path."""
+GPTQ_MIN_ROW_RATIO = 8
+"""GPTQ applies to a layer whose calibration rows times this reach its input columns."""
 GPTQ_SAMPLES = 16
 """Calibration samples GPTQ (and bias correction) estimate input statistics from; auto_tune
 measures output error on the first TUNE_SAMPLES of them."""
@@ -515,10 +518,13 @@ def _gptq_hessians(
 
     assert feeds is not None
     hessians = collect_hessians(graph, sites, feeds)
-    # GPTQ fits the rounding to the rows it saw; with fewer rows than input columns it
-    # fits noise (a flattened FC layer seeing one row per sample went from cosine 0.99
-    # on the calibration samples to 0.91 on others), so such layers round to nearest.
-    return {k: h for k, h in hessians.items() if h.rows >= h.cov.shape[-1]}
+    # GPTQ fits the rounding to the rows it saw; with far fewer rows than input columns it
+    # fits noise even with its shrinkage (a flattened FC layer seeing one row per sample
+    # went from cosine 0.99 on the calibration samples to 0.91 on others), so such layers
+    # round to nearest. MiniLM's FFN (256 token rows, 1536 columns) still gains.
+    return {
+        k: h for k, h in hessians.items() if h.rows * GPTQ_MIN_ROW_RATIO >= h.cov.shape[-1]
+    }
 
 
 def _notes(
@@ -613,9 +619,12 @@ def _debug_csv(
 
 # -- auto tune: sensitivity-weighted bit allocation ------------------------------------------------
 def _float_outputs(graph: Graph, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    """What auto_tune compares: each float output, or its logits when a Softmax makes it (a saturated probability hides weight error until a class flips: PP-OCR's
+    """What auto_tune compares: each float output, or its logits when a Softmax makes it.
+
+    A saturated probability hides weight error until a class flips: PP-OCR's
     direction classifier kept output cosine 1.0 on its tuning samples at 2 bits and
-    flipped on every other input)."""
+    flipped on every other input.
+    """
     from converter.executor.runtime import Runtime
 
     watched = [_measured_value(v) for v in graph.outputs]

@@ -160,7 +160,7 @@ def setting_params(setting: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
         mixed["init_scale"] = float(arg or 0.02)
     elif kind.endswith("auto"):
         common["bit_num"] = int(kind.split("/")[0]) if "/" in kind else 0
-        mixed.update(auto_tune=True, max_iterations=8, target_cosine=float(arg or 0.995))
+        mixed.update(auto_tune=True, max_iterations=16, target_cosine=float(arg or 0.995))
     else:
         common["bit_num"] = int(kind)
     return common, mixed, weight

@@ -145,7 +145,10 @@ GPTQ_SAMPLES = 16
 measures output error on the first TUNE_SAMPLES of them."""
 TUNE_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 TUNE_KMEANS_BITS = (2, 3, 4)
-TUNE_MAX_ROUNDS = 8
+TUNE_MAX_ROUNDS = 16
+CLIFF_FACTOR = 4.0
+"""A trial whose measured output error exceeds its prediction this many times over marks
+its newly lowered tensors as more sensitive than their probe showed."""
 _FLOATS = (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16)
 _KMEANS_MAX_BITS = 8
 _KMEANS_SAMPLE = 1 << 18
@@ -869,6 +872,18 @@ def _auto_tune(
             if err > 0.9 * allowed:
                 break
             passing = max(passing, budget)
+        elif best is not None and err > CLIFF_FACTOR * max(predicted, 1e-12):
+            # A cliff the additive model can't see (PP-OCR rec: one tensor taken off 16
+            # bits moved the output from 0.9999 to 0.965). Blame the tensors this trial
+            # rounded coarser than the best passing one, and search again from there.
+            ref = best[1]
+            factor = err / max(predicted, 1e-12)
+            for i, k in enumerate(chosen):
+                if options[i][k].sq_error > options[i][ref[i]].sq_error:
+                    sensitivity[i] *= factor
+            failing = float("inf")
+            budget = max(passing, budget)
+            continue
         else:
             failing = min(failing, budget)
         if passing and failing < float("inf"):  # bracketed: bisect (geometrically)

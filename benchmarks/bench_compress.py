@@ -71,7 +71,7 @@ def tune_feeds(spec: Spec) -> list[dict[str, np.ndarray]] | None:
     return [spec.feeds(100 + s) for s in range(GPTQ_SAMPLES)]
 
 
-def model_names(arg: str, small: bool = False) -> list[str]:
+def model_names(arg: str) -> list[str]:
     """``--models`` value: names, with ``real`` standing for every installed trained model."""
     from benchmarks.models_real import available
 

@@ -711,7 +711,6 @@ class _Rounding:
     ) -> None:
         self.w = [originals[id(s.value)] for s in sites]
         self.h = [hessians.get(id(s.value)) for s in sites]
-        self.out_axis = [s.axis for s in sites]
         self.symmetric = symmetric
         self._cache: dict[tuple[int, int | None, int, bool], Quantized] = {}
 

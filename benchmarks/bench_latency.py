@@ -1,7 +1,7 @@
 """Executor latency side by side with onnxruntime (2 intra-op threads), same process.
 
     .venv/bin/python -m benchmarks.bench_latency [--models resnet50,mobilenet_v2,bert_base]
-        [--runs 10] [--protocol blocks|alternate] [--profile] [--json out.json]
+        [--runs 10] [--protocol blocks|alternate] [--profile] [--gemm] [--json out.json]
 
 For each model: build it (random weights, seed 0), convert it with liteconv
 (default pipeline) to a `.ms` in a temp folder, load it, then time
@@ -153,6 +153,34 @@ def bench_one(
     return row
 
 
+def gemm_throughput(m: int = 128, k: int = 768, n: int = 3072, runs: int = 50) -> dict:
+    """GFLOP/s of one BERT-sized float32 GEMM in NumPy (its BLAS) and in onnxruntime
+    (2 threads): the ceiling the executor's MatMuls and convs run under."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    a = rng.random((m, k), np.float32)
+    b = rng.random((k, n), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+        [numpy_helper.from_array(b, "b")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    t_np, t_ort = _time_blocks([lambda: a @ b, lambda: sess.run(None, {"a": a})], runs)
+    flops = 2.0 * m * k * n
+    return {
+        "shape": [m, k, n],
+        "numpy_gflops": round(flops / statistics.median(t_np) / 1e9, 1),
+        "onnxruntime_gflops": round(flops / statistics.median(t_ort) / 1e9, 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet50,mobilenet_v2,bert_base")
@@ -160,7 +188,16 @@ def main() -> None:
     ap.add_argument("--protocol", choices=["blocks", "alternate"], default="blocks")
     ap.add_argument("--profile", action="store_true", help="print seconds per op (3 runs)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--gemm", action="store_true", help="also print one GEMM's GFLOP/s")
     args = ap.parse_args()
+    if args.gemm:
+        g = gemm_throughput()
+        print(
+            f"GEMM {g['shape']}: NumPy {g['numpy_gflops']} GFLOP/s, onnxruntime "
+            f"{g['onnxruntime_gflops']} GFLOP/s "
+            f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'auto')})",
+            flush=True,
+        )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):

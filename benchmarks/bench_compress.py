@@ -13,8 +13,12 @@ sections, :func:`setting_params`) and written entropy coded and bit-packed:
 
 * ``N``: ``bit_num=N`` per channel; ``mixed@S``: ``bit_num=0``, ``init_scale=S``;
 * ``auto@C``: ``bit_num=0``, ``auto_tune=true``, ``target_cosine=C`` (bits per
-  tensor by measured output sensitivity on the tuning seeds 0 and 1, see
-  passes/quant/weight.py); ``N/auto@C``: N bits, per-tensor/per-channel by auto_tune.
+  tensor by measured output sensitivity, see passes/quant/weight.py);
+  ``N/auto@C``: N bits, per-tensor/per-channel by auto_tune.
+* A model with realistic inputs (benchmarks/models_real.py) is quantized as a
+  user with calibration data would: ``rounding=gptq`` on 16 samples (seeds
+  100..115; auto_tune measures on the first 4); a ``/rtn`` suffix (``4/rtn``)
+  keeps round-to-nearest, for comparison. Random-weight models get seeded noise.
 
 Reported per setting:
 
@@ -24,7 +28,7 @@ Reported per setting:
 * ``delta``: cosine of the difference between the two inputs' outputs (quantized
   against float32): the input-dependent part, see :func:`delta_cosine`;
 * ``bits``: how many tensors got each width; ``coded/bound``: bytes of the
-  ANS-coded tensors over their order-0 entropy bound (sum of per-tensor bounds;
+  entropy-coded tensors over their order-0 entropy bound (sum of per-tensor bounds;
   the worst single tensor in ``worst``);
 * load times (best of 7, process CPU seconds of ``read_ms`` + executor setup): the coded file and
   the same codes bit-packed (``enable_encode=false``).
@@ -154,7 +158,7 @@ def setting_params(setting: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
     mixed = dataclasses.asdict(MixedBitWeightQuantParam())
     weight = dataclasses.asdict(WeightQuantParam())
     common.update(min_quant_weight_size=0, min_quant_weight_channel=16, enable_encode=True)
-    kind, _, arg = setting.partition("@")
+    kind, _, arg = setting.removesuffix("/rtn").partition("@")
     if kind == "mixed":
         common["bit_num"] = 0
         mixed["init_scale"] = float(arg or 0.02)
@@ -183,8 +187,8 @@ def quantized_ms(
     graph = parse_model(src, "ONNX", shapes)
     optimize_graph(graph, "full")
     common, mixed, weight = setting_params(setting)
-    if tune is not None:  # realistic data: use it as a user would (GPTQ subsumes bias correction)
-        weight["rounding"] = "gptq"
+    if tune is not None and not setting.endswith("/rtn"):  # realistic data: use it as a user
+        weight["rounding"] = "gptq"  # would (GPTQ subsumes bias correction)
     t0 = time.perf_counter()
     report = quantize_weights(graph, common=common, mixed_bit=mixed, weight=weight, tune_feeds=tune)
     seconds = time.perf_counter() - t0
@@ -276,7 +280,7 @@ def bench_model(name: str, settings: list[str], small: bool, work: Path) -> dict
     rows = []
     for setting in settings:
         path, packed, wq, seconds = quantized_ms(
-            src, shapes, work / f"{name}_{setting}.ms", setting, tune_feeds(spec)
+            src, shapes, work / f"{name}_{setting.replace('/', '_')}.ms", setting, tune_feeds(spec)
         )
         out: dict[str, Any] = {"setting": setting, "quantize_s": round(seconds, 2)}
         out["bytes"] = path.stat().st_size

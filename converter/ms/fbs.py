@@ -131,11 +131,31 @@ def _offsets_vector(b: flatbuffers.Builder, offsets: list[int]) -> int:
     return b.EndVector()
 
 
+SHARE_BYTES = 256
+"""Strings and scalar vectors up to this size are written once per buffer and shared by
+every field that holds the same bytes (a builder with a ``shared`` dict): a model's kernel
+sizes, strides, dims and repeated names would otherwise be stored once per node or tensor,
+a tenth of a small model's file. FlatBuffers readers follow offsets wherever they point."""
+
+
+def _shared(b: flatbuffers.Builder, key: tuple[Any, ...], build: Any) -> int:
+    """The offset of an identical object already in ``b`` (its ``shared`` dict), else build it."""
+    cache = getattr(b, "shared", None)
+    if cache is None:
+        return build()
+    off = cache.get(key)
+    if off is None:
+        off = cache[key] = build()
+    return off
+
+
 def _encode_ref(b: flatbuffers.Builder, spec: FieldSpec, value: Any) -> int:
     """Build the out-of-line object of a non-scalar field; returns its offset."""
     kind = spec.type
     if kind == "string":
-        return b.CreateString(value)
+        if len(value) > SHARE_BYTES:
+            return b.CreateString(value)
+        return _shared(b, ("s", value), lambda: b.CreateString(value))
     if kind.startswith("[table:"):
         sub = kind[7:-1]
         return _offsets_vector(b, [build_table(b, sub, v) for v in value])
@@ -149,7 +169,10 @@ def _encode_ref(b: flatbuffers.Builder, spec: FieldSpec, value: Any) -> int:
         return _raw_vector(b, value.data, 1, nbytes, value.align)
     dtype = _NP[kind[1:-1]]
     arr = np.require(np.asarray(value, dtype=dtype), requirements="C")
-    return _raw_vector(b, arr, dtype.itemsize, arr.size, dtype.itemsize)
+    if arr.nbytes > SHARE_BYTES:
+        return _raw_vector(b, arr, dtype.itemsize, arr.size, dtype.itemsize)
+    key = ("v", dtype.itemsize, arr.tobytes())
+    return _shared(b, key, lambda: _raw_vector(b, arr, dtype.itemsize, arr.size, dtype.itemsize))
 
 
 def build_table(b: flatbuffers.Builder, table: str, values: Mapping[str, Any]) -> int:

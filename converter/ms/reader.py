@@ -217,10 +217,13 @@ class _Reader:
                 return values
             return values.astype(DataType[spec[0]].numpy).reshape(spec[1])
 
+        # liteconv's writer leaves out the usual specs; a foreign file has no entry at all
+        n = [len(params)]
+        usual = [None, None] if info is None else [["FLOAT", n], ["INT32", n]]
         info = info or {}
         return QuantParams(
-            scale=arr("scale", info.get("scale")),
-            zero_point=arr("zeroPoint", info.get("zero_point")),
+            scale=arr("scale", info.get("scale", usual[0])),
+            zero_point=arr("zeroPoint", info.get("zero_point", usual[1])),
             axis=info.get("axis"),
             num_bits=params[0]["numBits"],
             min=arr("min", info["min"]) if info.get("min") else None,

@@ -181,9 +181,16 @@ def _quant_params(v: Value) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         if q.max is not None:
             p["max"] = float(np.asarray(q.max).reshape(-1)[i])
         params.append(p)
-    info = {"axis": q.axis, "scale": _arr_info(q.scale), "zero_point": _arr_info(q.zero_point)}
-    info["min"] = None if q.min is None else _arr_info(q.min)
-    info["max"] = None if q.max is None else _arr_info(q.max)
+    # the metadata keeps what quantParams cannot say, and only where it differs from the
+    # usual (float32 scales, int32 zero points, one per channel, no min/max): the reader
+    # fills in those defaults (docs/format.md)
+    info: dict[str, Any] = {} if q.axis is None else {"axis": q.axis}
+    usual = {"scale": ["FLOAT", [len(params)]], "zero_point": ["INT32", [len(params)]]}
+    arrays = {"scale": q.scale, "zero_point": q.zero_point, "min": q.min, "max": q.max}
+    for key, arr in arrays.items():
+        spec = None if arr is None else _arr_info(arr)
+        if spec != usual.get(key):
+            info[key] = spec
     return params, info
 
 
@@ -415,7 +422,7 @@ class _Writer:
 
 
 class _LazyBuilder(flatbuffers.Builder):
-    __slots__ = ("deferred",)
+    __slots__ = ("deferred", "shared")
 
 
 def _lazy_builder(size: int) -> flatbuffers.Builder:
@@ -430,6 +437,7 @@ def _lazy_builder(size: int) -> flatbuffers.Builder:
     b.Bytes = mmap.mmap(-1, max(size, 1))
     b.head = len(b.Bytes)
     b.deferred = []
+    b.shared = {}
     return b
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -410,6 +411,59 @@ def test_quant_params(tmp_path: Path) -> None:
                 assert b is None
             else:
                 assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_usual_quant_params_keep_only_the_axis_in_metadata(tmp_path: Path) -> None:
+    """float32 scales and int32 zero points, one per channel: the metadata says only the axis."""
+    w = ir.Value("w", const=np.ones((3, 2), np.float32))
+    w.quant = ir.QuantParams(
+        np.array([0.5, 0.25, 0.125], np.float32), np.zeros(3, np.int32), axis=0, num_bits=8
+    )
+    g = ir.Graph()
+    g.outputs = [g.append(ir.Node("Identity", [w], name="id")).outputs[0]]
+    meta = json.loads(_meta_bytes(serialize(g)))
+    assert list(meta["quant"].values()) == [{"axis": 0}]
+    back = roundtrip(g, tmp_path).nodes[0].inputs[0].quant
+    assert back is not None and back.axis == 0
+    assert back.scale.dtype == np.float32 and back.zero_point.dtype == np.int32
+    np.testing.assert_array_equal(back.scale, w.quant.scale)
+
+
+def _meta_bytes(data: bytes) -> bytes:
+    dec = Decoder(data)
+    meta = dec.table(dec.root(), "MetaGraph")["allTensors"][-1]
+    assert meta["name"] == "liteconv.meta"
+    return data[meta["data"].offset : meta["data"].offset + meta["data"].length]
+
+
+def _conv_chain(n: int) -> ir.Graph:
+    rng = np.random.default_rng(0)
+    x = ir.Value("x", F, (1, 4, 8, 8))
+    g = ir.Graph(inputs=[x])
+    attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
+    for i in range(n):
+        w = ir.Value(f"w{i}", const=rng.standard_normal((4, 4, 3, 3)).astype(np.float32))
+        x = g.append(ir.Node("Conv", [x, w], 1, dict(attrs), name=f"conv{i}")).outputs[0]
+    g.outputs = [x]
+    return g
+
+
+def test_repeated_attributes_and_dims_are_stored_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Identical strings and small vectors (kernel sizes, strides, dims) are shared."""
+    from converter.ms import fbs
+
+    g = _conv_chain(12)
+    shared = len(serialize(g))
+    monkeypatch.setattr(fbs, "SHARE_BYTES", -1)
+    unshared = len(serialize(g))
+    monkeypatch.undo()
+    assert unshared - shared > 12 * 100  # each conv repeats ~10 attribute and dims vectors
+    back = roundtrip(g, tmp_path)
+    feeds = {"x": np.random.default_rng(1).standard_normal((1, 4, 8, 8)).astype(np.float32)}
+    want, got = Runtime(g).run(feeds), Runtime(back).run(feeds)
+    np.testing.assert_array_equal(want[g.outputs[0].name], got[back.outputs[0].name])
 
 
 def test_omitted_optional_inputs(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,7 @@ def test_bit_packing_is_lsb_first_offset_binary():
 
 
 # -- entropy coding (LCZ1; LCA1 still read) -------------------------------------------------------
-FORM_DENSE, FORM_MASK, FORM_DIRECT, FORM_SPARSE = range(4)  # LCZ1 byte 4 (docs/format.md)
+FORM_DENSE, FORM_MASK, FORM_DIRECT, FORM_SPARSE, FORM_PARAM = range(5)  # LCZ1 byte 4
 
 
 def _gaussian(rng: np.random.Generator, n: int, bits: int, sigma: float) -> np.ndarray:
@@ -145,13 +146,15 @@ def test_every_lcz_form_round_trips_at_every_width(bits: int):
     seen = set()
     for codes in (uniform, sparse, edges, gaussian):
         forms = codec._forms(codes, bits, max_ans_symbols=1 << 40, every=True)
-        assert [f[4] for f in forms[:2]] == [FORM_DENSE, FORM_MASK] and len(forms) == 3
+        assert [f[4] for f in forms[:2]] == [FORM_DENSE, FORM_MASK] and len(forms) == 4
+        assert forms[3][4] == FORM_PARAM
         seen.update(f[4] for f in forms)
         for payload in forms:
             assert payload[:4] == b"LCZ1" and _decodes_to(payload, bits, codes), payload[4]
         best = lcz_encode(codes, bits)
         assert best.size <= len(forms[0]) and _decodes_to(best, bits, codes)
-    assert seen == {FORM_DENSE, FORM_MASK, FORM_SPARSE} | ({FORM_DIRECT} if bits > 1 else set())
+    expected = {FORM_DENSE, FORM_MASK, FORM_SPARSE, FORM_PARAM}
+    assert seen == expected | ({FORM_DIRECT} if bits > 1 else set())
 
 
 @pytest.mark.parametrize("bits", [1, 3, 8, 9, 16])
@@ -204,16 +207,17 @@ def test_ans_is_used_only_where_it_needs_few_symbols():
     coded = lcz_encode(codes, 6)
     assert coded[4] in (FORM_DENSE, FORM_MASK) and coded.size <= 1.03 * entropy_bound_bytes(codes)
     unlimited = lcz_encode(codes, 6, max_ans_symbols=1 << 40)
-    assert unlimited[4] == FORM_SPARSE and unlimited.size < coded.size
+    assert unlimited[4] in (FORM_SPARSE, FORM_PARAM) and unlimited.size < coded.size
     sparse = _sparse(rng, 200_000, 6, 0.01)  # 2% of the codes as rANS symbols
     assert lcz_encode(sparse, 6)[4] == FORM_SPARSE
     assert lcz_encode(sparse, 6, max_ans_symbols=0)[4] in (FORM_DENSE, FORM_MASK)
 
 
-@pytest.mark.parametrize("form", range(4))
+@pytest.mark.parametrize("form", range(5))
 def test_malformed_lcz_payloads_raise_value_error(form: int):
     rng = np.random.default_rng(form)
-    codes = _sparse(rng, 5000, 5, 0.05) if form != FORM_DIRECT else _gaussian(rng, 500, 5, 3.0)
+    dense = form in (FORM_DIRECT, FORM_PARAM)
+    codes = _gaussian(rng, 500, 5, 3.0) if dense else _sparse(rng, 5000, 5, 0.05)
     payload = next(f for f in codec._forms(codes, 5, 1 << 40, every=True) if f[4] == form)
     assert _decodes_to(payload, 5, codes)
     broken = [
@@ -233,6 +237,185 @@ def test_malformed_lcz_payloads_raise_value_error(form: int):
         bad[len(bad) // 2] ^= 0x10
         with pytest.raises(ValueError):
             lcz_decode(bytes(bad), 5, codes.size)
+
+
+def _laplace(rng: np.random.Generator, n: int, bits: int, scale: float) -> np.ndarray:
+    half = 1 << (bits - 1)
+    return np.clip(np.round(rng.laplace(0, scale, n)), -half, half - 1).astype(code_dtype(bits))
+
+
+def _param_payload(codes: np.ndarray, bits: int) -> bytes:
+    forms = codec._forms(codes, bits, max_ans_symbols=1 << 40)
+    return next(f for f in forms if f[4] == FORM_PARAM)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8, 9, 12, 16])
+def test_parametric_form_round_trips(bits: int):
+    """Form 4 (rANS under a fitted shape) decodes exactly for every size and distribution."""
+    rng = np.random.default_rng(100 + bits)
+    half = 1 << (bits - 1)
+    dtype = code_dtype(bits)
+    for n in (2, 7, 3000):
+        spread = max(half / 6, 0.7)
+        near_constant = np.where(rng.random(n) < 0.98, 1, rng.integers(-half, half, n))
+        near_constant[:2] = [1, -half]  # two codes occur even when n is 2
+        cases = {
+            "gaussian": _gaussian(rng, n, bits, spread),
+            "laplace": _laplace(rng, n, bits, spread),
+            "uniform": rng.integers(-half, half, n).astype(dtype),
+            "near constant": near_constant.astype(dtype),
+            "edges": rng.choice([-half, half - 1], n).astype(dtype),
+        }
+        for name, codes in cases.items():
+            if np.unique(codes).size < 2:
+                continue
+            payload = _param_payload(codes, bits)
+            assert _decodes_to(payload, bits, codes), (name, n)
+    one = np.array([half - 1], dtype)  # one code: no range to model, form 2 without words
+    assert all(f[4] != FORM_PARAM for f in codec._forms(one, bits, 1 << 40, every=True))
+    assert _decodes_to(lcz_encode(one, bits), bits, one)
+
+
+def _per_channel_codes(rng: np.random.Generator, shape: tuple[int, int], bits: int) -> np.ndarray:
+    """Symmetric per-channel codes of Gaussian weights: each channel's extreme is +-max."""
+    w = rng.standard_normal(shape)
+    hi = (1 << (bits - 1)) - 1
+    return np.round(w / np.abs(w).max(axis=1, keepdims=True) * hi).astype(code_dtype(bits))
+
+
+@pytest.mark.parametrize(("bits", "shape", "gain"), [(8, (32, 25), 40), (5, (88, 25), 12)])
+def test_parametric_form_beats_the_count_table_on_small_tensors(bits, shape, gain):
+    """A small tensor with many distinct codes: the count table is most of the excess over
+    the bound; the shape model (with explicit counts at the per-channel extremes) is not."""
+    codes = _per_channel_codes(np.random.default_rng(bits), shape, bits)
+    bound = entropy_bound_bytes(codes)
+    table = next(f for f in codec._forms(codes, bits, 1 << 40) if f[4] == FORM_DIRECT)
+    best = lcz_encode(codes, bits)
+    assert best[4] == FORM_PARAM and best.size + gain <= len(table), (best.size, len(table))
+    assert best.size <= bound + 0.06 * bound + 10 and _decodes_to(best, bits, codes)
+    model, _ = codec._read_param_model(best, bits, codes.size)
+    hist = np.bincount(codes.reshape(-1).astype(np.int64) + (1 << (bits - 1)) - model.lo)
+    assert model.spikes.size >= 2 and {0, model.span} <= set(model.spikes.tolist())
+    assert np.array_equal(model.counts, hist[model.spikes])
+    assert lcz_encode(codes, bits, max_ans_symbols=codes.size - 1)[4] == FORM_DENSE  # budget
+
+
+def _spec_weights(model, n: int) -> list[float]:
+    """docs/format.md's recipe for form 4's weights in plain Python floats (IEEE double,
+    correctly rounded sqrt), as a decoder in another language would compute them."""
+    f = []
+    for x in range(model.span + 1):
+        z = (x - model.loc / 64) / model.scale
+        u = math.sqrt(math.sqrt(z * z + 1.0))
+        w = 1.0
+        for bit in range(8):
+            if model.power >> bit & 1:
+                w = w * u
+            u = u * u  # Python floats overflow to inf, as IEEE does
+        f.append(1.0 / w)
+    explicit = dict(zip(model.spikes.tolist(), model.counts.tolist(), strict=True))
+    total = 0.0
+    for x, v in enumerate(f):
+        if x not in explicit:
+            total += v
+    rest = float(n - sum(explicit.values()))
+    return [0.0] + [  # symbol 0: no code (what an empty coder decodes)
+        float(explicit[x] * total if total > 0 else explicit[x]) if x in explicit else v * rest
+        for x, v in enumerate(f)
+    ]
+
+
+def test_parametric_model_weights_follow_the_documented_recipe_bit_for_bit():
+    """A decoder elsewhere must rebuild form 4's Categorical exactly: the weights equal the
+    recipe computed in plain Python floats, and a payload of this version still decodes."""
+    models = [  # lo, span, power, scale (a float16 value), loc (1/64), spikes, counts
+        (3, 9, 7, 0.7998046875, 301, [0, 7], [2, 1]),
+        (0, 255, 255, 47.125, 8131, [0, 1, 255], [9, 1, 30]),
+        (100, 3000, 1, 0.0001, 64, [], []),  # far tails overflow to f = 0
+        (5, 40, 200, 0.5, 0, [], []),
+        (0, 3, 4, 2.0, 100, [0, 1, 2, 3], [1, 2, 3, 4]),  # every position explicit: F = 0
+    ]
+    for lo, span, power, scale, loc, spikes, counts in models:
+        model = codec._ParamModel(
+            lo,
+            span,
+            power,
+            float(np.float16(scale)),
+            loc,
+            np.array(spikes, np.int64),
+            np.array(counts, np.int64),
+        )
+        weights = np.concatenate([[0.0], model.weights(5000)])
+        assert weights.tolist() == _spec_weights(model, 5000), (span, power)
+    golden = bytes.fromhex("4c435a3104040903ca368c020026d6f17e096e8a80f17ae003")
+    codes = [0, 1, -1, 0, 0, 2, -3, 0, 1, 0, 0, -1, 3, 0, 0, 0, -4, 1, 0, 0, 2, -2, 1, 0, -1]
+    codes = np.array(codes + [0, 0, 1, 0, 5], np.int8)
+    assert _decodes_to(golden, 4, codes)
+
+
+def test_malformed_parametric_payloads_raise_value_error():
+    rng = np.random.default_rng(3)
+    codes = _per_channel_codes(rng, (64, 50), 6)
+    payload = _param_payload(codes, 6)
+    assert _decodes_to(payload, 6, codes)
+    model, end = codec._read_param_model(np.frombuffer(payload, np.uint8), 6, codes.size)
+    assert model.spikes.size  # the counts below are forged
+    words = payload[end:]
+
+    def forged(**change) -> bytes:
+        fields = {f: getattr(model, f) for f in model.__dataclass_fields__} | change
+        return b"LCZ1\x04" + codec._ParamModel(**fields).header() + words
+
+    assert forged() == payload
+    bad = [
+        forged(power=0),
+        forged(scale=0.0),
+        forged(scale=-1.0),
+        forged(scale=float("inf")),
+        forged(scale=float("nan")),
+        forged(span=0),
+        forged(span=64 - model.lo),  # beyond 6 bits
+        forged(loc=model.span * 64 + 1),
+        forged(spikes=np.array([model.span + 1]), counts=np.array([1])),
+        forged(counts=model.counts + codes.size),  # more than n codes
+        forged(counts=model.counts * 0),
+        forged(counts=model.counts + 1),  # the codes do not have these counts
+        payload[:-4],  # a word short
+        payload[:12],
+    ]
+    for b in bad:
+        with pytest.raises(ValueError):
+            lcz_decode(b, 6, codes.size)
+    with pytest.raises(ValueError):
+        lcz_decode(payload, 5, codes.size)  # codes beyond 5 bits
+    raw = np.frombuffer(payload, np.uint8)
+    for _ in range(300):  # any flipped bit: ValueError or codes of the right shape
+        flipped = raw.copy()
+        flipped[rng.integers(5, raw.size)] ^= np.uint8(1 << rng.integers(0, 8))
+        try:
+            back = lcz_decode(flipped, 6, codes.size)
+        except ValueError:
+            continue
+        assert back.shape == codes.reshape(-1).shape and back.dtype == np.int8
+
+
+def test_old_forms_decode_and_are_written_as_before():
+    """Payloads of forms 0-3 as the version before form 4 wrote them (same bytes now)."""
+    codes = np.zeros(300, np.int8)
+    codes[[5, 77, 78, 200]] = [1, -2, 1, 3]
+    old = {  # codec._forms(codes, 3, 1 << 40, every=True) before form 4 existed
+        FORM_DENSE: "4c435a31000102052d28b52ffd244b850000385559556155575503100035be31320408c9066e",
+        FORM_SPARSE: "4c435a310302052d010102010804661611b9f7244501",
+    }
+    for form, hexed in old.items():
+        assert _decodes_to(bytes.fromhex(hexed), 3, codes), form
+    written = {f[4]: f.hex() for f in codec._forms(codes, 3, 1 << 40, every=True)}
+    assert written[FORM_SPARSE] == old[FORM_SPARSE]
+    direct = "4c435a31020409ff020401010103050201013ee1ef2d291a764b91ba3b02"
+    small = np.array([0, 1, -1, 0, 0, 2, -3, 0, 1, 0, 0, -1, 3, 0, 0, 0, -4, 1, 0, 0], np.int8)
+    small = np.concatenate([small, np.array([2, -2, 1, 0, -1, 0, 0, 1, 0, 5], np.int8)])
+    assert _decodes_to(bytes.fromhex(direct), 4, small)
+    assert {f[4]: f.hex() for f in codec._forms(small, 4, 1 << 40)}[FORM_DIRECT] == direct
 
 
 def test_lca1_payloads_of_the_previous_version_still_decode():

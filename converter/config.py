@@ -87,6 +87,7 @@ class WeightQuantParam:
     symmetric: bool = True  # liteconv: symmetric (zero point 0) or asymmetric ranges
     kmeans: bool = False  # liteconv: k-means codebook (quantClusters) instead of a grid
     rounding: str = "nearest"  # liteconv: nearest | gptq (data-aware, passes/quant/gptq.py)
+    gptq_sequential: bool = True  # liteconv: GPTQ layer by layer on the quantized graph's inputs
 
     def check(self) -> None:
         if self.rounding not in ("nearest", "gptq"):

@@ -42,6 +42,19 @@ samples' noise. Other
 weights, ``init_scale`` mixed bits and k-means keep round-to-nearest (the
 report's ``notes`` say so; ``gptq`` counts the layers each way).
 
+Layer by layer (``gptq_sequential=true``, the default): with a fixed ``bit_num``
+each layer's ``H`` comes from the graph whose earlier layers are already
+quantized, and its codes approximate the float layer's *outputs* on those
+inputs (gptq.quantize_sequentially, gptq.asymmetric_target), so each layer
+makes up for the error upstream instead of adding to it (at 4 bits PP-OCRv4
+rec's held-out output cosine goes from 0.949 to 0.996). auto_tune needs every
+option's codes before the bits are known, so its search keeps the one-pass
+``H``; its pick is then re-rounded layer by layer, measured on the same tuning
+inputs and kept only when not worse, and the slack that frees is spent on up
+to :data:`TUNE_SEQUENTIAL_ROUNDS` smaller allocations, each re-rounded layer by
+layer (the report's ``auto_tune.sequential``; trials marked ``sequential``).
+``gptq_sequential=false``: every ``H`` from the float graph in one pass.
+
 Mixed bit (``bit_num=0``)
 -------------------------
 Each weight gets the lowest ``b`` in 2..16 (searched by bisection; the error
@@ -146,6 +159,8 @@ measures output error on the first TUNE_SAMPLES of them."""
 TUNE_BITS = (2, 3, 4, 5, 6, 7, 8, 16)
 TUNE_KMEANS_BITS = (2, 3, 4)
 TUNE_MAX_ROUNDS = 16
+TUNE_SEQUENTIAL_ROUNDS = 6
+"""Allocations auto_tune re-rounds layer by layer after its search, beyond the chosen one."""
 CLIFF_FACTOR = 4.0
 """A trial whose measured output error exceeds its prediction this many times over marks
 its newly lowered tensors as more sensitive than their probe showed."""
@@ -426,7 +441,12 @@ def quantize_weights(
     fit = tune_feeds
     if tune_feeds and mixed_bit.get("auto_tune") and len(tune_feeds) > TUNE_SAMPLES:
         fit = tune_feeds[TUNE_SAMPLES:]
-    hessians = _gptq_hessians(graph, sites, weight, mixed_bit, bits, fit)
+    auto = bool(mixed_bit.get("auto_tune")) and bool(sites)
+    sequential = _gptq_sequential(weight, mixed_bit, bits, fit)
+    hessians: dict[int, Any] = {}
+    if not (sequential and bits and not auto):  # fixed bits layer by layer need no one-pass H
+        hessians = _gptq_hessians(graph, sites, weight, mixed_bit, bits, fit)
+    gptq_report: dict[str, Any] = {"layers": len(hessians), "nearest": len(sites) - len(hessians)}
 
     def one(s: WeightSite, target: float) -> Quantized:
         w = originals[id(s.value)]
@@ -445,7 +465,10 @@ def quantize_weights(
 
     target = float(mixed_bit.get("init_scale", 0.02))
     tune: dict[str, Any] | None = None
-    if mixed_bit.get("auto_tune") and sites:
+    if auto:
+        rounding = _Rounding(sites, originals, hessians, opts["symmetric"])
+        if sequential:
+            rounding.sequential_on(graph, fit or [])
         results, tune = _auto_tune(
             graph,
             sites,
@@ -456,7 +479,12 @@ def quantize_weights(
             target_cosine=float(mixed_bit.get("target_cosine", AUTO_TUNE_COSINE)),
             max_iterations=int(mixed_bit.get("max_iterations", 8)),
             feeds=tune_feeds,
-            rounding=_Rounding(sites, originals, hessians, opts["symmetric"]),
+            rounding=rounding,
+        )
+    elif sequential:
+        axis_of = (lambda s: s.axis) if per_channel else (lambda s: None)
+        results, gptq_report = _sequential_fixed(
+            graph, sites, originals, fit or [], bits, axis_of, opts
         )
     else:
         results = [one(s, target) for s in sites]
@@ -470,7 +498,7 @@ def quantize_weights(
     if corrected is not None:
         report["bias_correction"] = corrected
     if weight.get("rounding") == "gptq":
-        report["gptq"] = {"layers": len(hessians), "nearest": len(sites) - len(hessians)}
+        report["gptq"] = gptq_report
     if common.get("debug_info_save_path"):
         folder = common["debug_info_save_path"]
         report["debug_csv"] = str(_debug_csv(folder, sites, results, originals))
@@ -506,6 +534,71 @@ def _gptq_off(
     return None
 
 
+def _gptq_sequential(
+    weight: dict[str, Any],
+    mixed_bit: dict[str, Any],
+    bits: int,
+    feeds: list[dict[str, np.ndarray]] | None,
+) -> bool:
+    """Whether GPTQ applies and takes its ``H`` layer by layer (``gptq_sequential``)."""
+    if weight.get("rounding") != "gptq" or _gptq_off(weight, mixed_bit, bits, bool(feeds)):
+        return False
+    return bool(weight.get("gptq_sequential", True))
+
+
+def _enough_rows(h: Any) -> bool:
+    """GPTQ fits the rounding to the rows it saw; with far fewer rows than input columns
+    it fits noise even with its shrinkage (a flattened FC layer seeing one row per sample
+    went from cosine 0.99 on the calibration samples to 0.91 on others), so such layers
+    round to nearest. MiniLM's FFN (256 token rows, 1536 columns) still gains."""
+    return bool(h.rows * GPTQ_MIN_ROW_RATIO >= h.cov.shape[-1])
+
+
+def _sequential_fixed(
+    graph: Graph,
+    sites: list[WeightSite],
+    originals: dict[int, np.ndarray],
+    feeds: list[dict[str, np.ndarray]],
+    bits: int,
+    axis_of: Callable[[WeightSite], int | None],
+    opts: dict[str, Any],
+) -> tuple[list[Quantized], dict[str, Any]]:
+    """``bits``-bit codes by GPTQ layer by layer (gptq.quantize_sequentially), else nearest.
+
+    Returns the results and the report's ``gptq`` entry (layers each way, stages).
+    """
+    from passes.quant.gptq import Hessian, quantize_sequentially
+
+    used = 0
+
+    def round_site(i: int, h: Hessian | None) -> Quantized:
+        nonlocal used
+        w, axis = originals[id(sites[i].value)], axis_of(sites[i])
+        if h is None or not _enough_rows(h):
+            return quantize_tensor(w, axis, bits, **opts)
+        used += 1
+        return _gptq(w, h, axis, bits, bool(opts["symmetric"]))
+
+    results, stages = quantize_sequentially(graph, sites, feeds, round_site, [True] * len(sites))
+    return results, {"layers": used, "nearest": len(sites) - used, "stages": stages}
+
+
+def _gptq(w: np.ndarray, h: Any, axis: int | None, bits: int, symmetric: bool) -> Quantized:
+    """GPTQ codes for ``w`` under ``h`` (its asymmetric target when ``h`` has a shift)."""
+    from passes.quant.gptq import asymmetric_target, gptq_quantize
+
+    target = asymmetric_target(w, h)
+    q = gptq_quantize(
+        target, h.cov, axis, bits, symmetric=symmetric, transposed=h.transposed, damp=h.damp
+    )
+    if target is not w:  # rel_error against the float weights, not the target
+        ref = np.asarray(w, np.float64)
+        norm = float(np.linalg.norm(ref))
+        err = float(np.linalg.norm(ref - q.dequant.astype(np.float64)))
+        q = dataclasses.replace(q, rel_error=err / norm if norm > 0 else 0.0)
+    return q
+
+
 def _gptq_hessians(
     graph: Graph,
     sites: list[WeightSite],
@@ -521,13 +614,7 @@ def _gptq_hessians(
 
     assert feeds is not None
     hessians = collect_hessians(graph, sites, feeds)
-    # GPTQ fits the rounding to the rows it saw; with far fewer rows than input columns it
-    # fits noise even with its shrinkage (a flattened FC layer seeing one row per sample
-    # went from cosine 0.99 on the calibration samples to 0.91 on others), so such layers
-    # round to nearest. MiniLM's FFN (256 token rows, 1536 columns) still gains.
-    return {
-        k: h for k, h in hessians.items() if h.rows * GPTQ_MIN_ROW_RATIO >= h.cov.shape[-1]
-    }
+    return {k: h for k, h in hessians.items() if _enough_rows(h)}
 
 
 def _notes(
@@ -709,10 +796,48 @@ class _Rounding:
         hessians: dict[int, Any],
         symmetric: bool,
     ) -> None:
+        self.sites = sites
         self.w = [originals[id(s.value)] for s in sites]
         self.h = [hessians.get(id(s.value)) for s in sites]
         self.symmetric = symmetric
         self._cache: dict[tuple[int, int | None, int, bool], Quantized] = {}
+        self._graph: Graph | None = None
+        self._feeds: list[dict[str, np.ndarray]] = []
+
+    def sequential_on(self, graph: Graph, feeds: list[dict[str, np.ndarray]]) -> None:
+        """Let :meth:`resequence` re-round chosen options layer by layer on ``feeds``."""
+        self._graph, self._feeds = graph, feeds
+
+    @property
+    def can_resequence(self) -> bool:
+        return self._graph is not None and any(h is not None for h in self.h)
+
+    def resequence(self, chosen: list[_Option]) -> tuple[list[Quantized], int]:
+        """The chosen options with GPTQ's ``H`` taken layer by layer (gptq.quantize_sequentially).
+
+        Sites that have a one-pass ``H`` and a GPTQ option (a grid below 16 bits) get
+        their ``H`` from the graph quantized up to them; the rest keep :meth:`quantize`.
+        The graph's constants are the float weights again on return.
+        """
+        from passes.quant.gptq import Hessian, quantize_sequentially
+
+        assert self._graph is not None
+
+        def gptq_option(i: int) -> bool:
+            return self.h[i] is not None and not chosen[i].kmeans and chosen[i].bits < 16
+
+        def round_site(i: int, h: Hessian | None) -> Quantized:
+            o = chosen[i]
+            if h is None or not gptq_option(i) or not _enough_rows(h):
+                return self.quantize(i, o.axis, o.bits, o.kmeans)
+            return _gptq(self.w[i], h, o.axis, o.bits, self.symmetric)
+
+        wants = [gptq_option(i) for i in range(len(self.w))]
+        try:
+            return quantize_sequentially(self._graph, self.sites, self._feeds, round_site, wants)
+        finally:
+            for s, w in zip(self.sites, self.w, strict=True):
+                s.value.const = w
 
     def quantize(self, i: int, axis: int | None, bits: int, kmeans: bool) -> Quantized:
         h = self.h[i]
@@ -848,61 +973,206 @@ def _auto_tune(
         _options(i, s.axis, widths, per_channel, encode, rounding) for i, s in enumerate(sites)
     ]
     allowed = 1.0 - target_cosine
-    budget = allowed
-    trials: list[dict[str, Any]] = []
-    best: tuple[float, list[int], int] | None = None
-    fallback: tuple[float, list[int], int] | None = None
-    passing = 0.0  # the largest budget whose allocation met the target
-    failing = float("inf")  # the smallest budget whose allocation did not
-    for round_ in range(max(2, min(max_iterations, TUNE_MAX_ROUNDS))):
-        chosen, predicted = _allocate(options, sensitivity, budget)
+    search = _Search(options, sensitivity, allowed)
+
+    def one_pass(chosen: list[int]) -> tuple[float, float, list[Quantized] | None]:
         results = _realize(options, chosen, rounding)
         err = output_error({i: q.dequant for i, q in enumerate(results)})
-        size = sum(options[i][k].bytes for i, k in enumerate(chosen))
-        trials.append(
-            {"budget": budget, "predicted": 1.0 - predicted, "cosine": round(1.0 - err, 6),
-             "stored_bytes": int(size)}
-        )  # fmt: skip
-        if err <= allowed and (best is None or size < best[0]):
-            best = (size, chosen, round_)
-        if fallback is None or err < fallback[0]:
-            fallback = (err, chosen, round_)
-        if err <= allowed:
-            if err > 0.9 * allowed:
-                break
-            passing = max(passing, budget)
-        elif best is not None and err > CLIFF_FACTOR * max(predicted, 1e-12):
-            # A cliff the additive model can't see (PP-OCR rec: one tensor taken off 16
-            # bits moved the output from 0.9999 to 0.965). Blame the tensors this trial
-            # rounded coarser than the best passing one, and search again from there.
-            ref = best[1]
-            factor = err / max(predicted, 1e-12)
-            for i, k in enumerate(chosen):
-                if options[i][k].sq_error > options[i][ref[i]].sq_error:
-                    sensitivity[i] *= factor
-            failing = float("inf")
-            budget = max(passing, budget)
-            continue
-        else:
-            failing = min(failing, budget)
-        if passing and failing < float("inf"):  # bracketed: bisect (geometrically)
-            if failing / passing < 1.05:
-                break
-            budget = float(np.sqrt(passing * failing))
-        else:  # the prediction is linear in the budget; correct it by what was measured
-            budget *= float(np.clip(allowed / max(err, 1e-12), 0.25, 4.0))
-    picked = best if best is not None else fallback
-    assert picked is not None
-    results = _realize(options, picked[1], rounding)
+        return err, sum(options[i][k].bytes for i, k in enumerate(chosen)), None
+
+    search.run(one_pass, allowed, max(2, min(max_iterations, TUNE_MAX_ROUNDS)))
+    picked = search.pick()
+    results = _realize(options, picked.chosen, rounding)
+    chosen, met = picked.trial, picked.err <= allowed
+    sequential = None
+    if rounding.can_resequence:
+        rounds = min(max_iterations, TUNE_SEQUENTIAL_ROUNDS)
+        results, chosen, met, sequential = _sequential_search(
+            search, picked, results, rounding, output_error, encode, rounds
+        )
     tune = {
         "target_cosine": target_cosine,
         "seeds": list(TUNE_SEEDS),
         "sensitivity": {s.value.name: float(x) for s, x in zip(sites, sensitivity, strict=True)},
-        "trials": trials,
-        "chosen": picked[2],
-        "met": best is not None,
+        "trials": search.trials,
+        "chosen": chosen,
+        "met": met,
     }
+    if sequential is not None:
+        tune["sequential"] = sequential
     return results, tune
+
+
+@dataclass
+class _Trial:
+    """One measured allocation: option index per tensor, output error, bytes, trial number."""
+
+    chosen: list[int]
+    err: float
+    size: float
+    trial: int
+    results: list[Quantized] | None = None  # kept where they are costly to remake
+
+
+@dataclass
+class _Search:
+    """Steps 3-4 of auto_tune: allocations for a budget, measured, the budget corrected.
+
+    ``run`` may be called again with another measure (auto_tune's sequential
+    rounds); ``trials`` (the report's) and ``sensitivity`` carry over.
+    """
+
+    options: list[list[_Option]]
+    sensitivity: np.ndarray
+    allowed: float
+    trials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    found: list[_Trial] = dataclasses.field(default_factory=list)
+
+    def run(
+        self,
+        measure: Callable[[list[int]], tuple[float, float, list[Quantized] | None]],
+        budget: float,
+        rounds: int,
+        *,
+        scale: float = 1.0,
+        adapt: bool = False,
+        start: _Trial | None = None,
+        start_predicted: float = 0.0,
+        extra: dict[str, Any] | None = None,
+    ) -> list[_Trial]:
+        """Up to ``rounds`` measured allocations from ``budget``; returns them.
+
+        ``measure(chosen)``: (output error, bytes, results or None); an allocation
+        this run measured before is not measured again (nor counted in ``rounds``,
+        up to ``4 * rounds`` steps in all). ``scale``: the
+        measured error per unit of predicted one where the additive model is known
+        to be pessimistic (the cliff rule compares against the scaled prediction);
+        ``adapt``: the scale follows the best allocation so far. ``start``: an
+        allocation measured at ``budget`` already (its predicted error
+        ``start_predicted``), the first step of the search; ``extra``: fields
+        added to each trial's report.
+        """
+        allowed = self.allowed
+        passing = 0.0  # the largest budget whose allocation met the target
+        failing = float("inf")  # the smallest budget whose allocation did not
+        best: _Trial | None = None
+
+        def after(t: _Trial, predicted: float) -> bool:
+            """The budget corrected by what ``t`` measured; True: the search is done."""
+            nonlocal budget, passing, failing, best, scale
+            if t.err <= allowed:
+                if best is None or t.size < best.size:
+                    best = t
+                    if adapt:
+                        scale = t.err / max(predicted, 1e-12)
+                if t.err > 0.9 * allowed:
+                    return True
+                passing = max(passing, budget)
+            elif best is not None and t.err > CLIFF_FACTOR * max(scale * predicted, 1e-12):
+                # A cliff the additive model can't see (PP-OCR rec: one tensor taken off 16
+                # bits moved the output from 0.9999 to 0.965). Blame the tensors this trial
+                # rounded coarser than the best passing one, and search again from there.
+                factor = t.err / max(scale * predicted, 1e-12)
+                for i, k in enumerate(t.chosen):
+                    if self.options[i][k].sq_error > self.options[i][best.chosen[i]].sq_error:
+                        self.sensitivity[i] *= factor
+                failing = float("inf")
+                budget = max(passing, budget)
+                return False
+            else:
+                failing = min(failing, budget)
+            if passing and failing < float("inf"):  # bracketed: bisect (geometrically)
+                if failing / passing < 1.05:
+                    return True
+                budget = float(np.sqrt(passing * failing))
+            else:  # the prediction is linear in the budget; correct it by what was measured
+                budget *= float(np.clip(allowed / max(t.err, 1e-12), 0.25, 4.0))
+            return False
+
+        out: list[_Trial] = []
+        measured = [start] if start is not None else []  # allocations this run measured
+        if start is not None and after(start, start_predicted):
+            return out
+        count = 0  # measurements: an allocation met again costs none (nor a round)
+        for _ in range(4 * rounds):
+            if count >= rounds:
+                break
+            chosen, predicted = _allocate(self.options, self.sensitivity, budget)
+            again = next((t for t in measured if t.chosen == chosen), None)
+            if again is not None:
+                err, size, results = again.err, again.size, again.results
+            else:
+                err, size, results = measure(chosen)
+                count += 1
+            self.trials.append(
+                {"budget": budget, "predicted": 1.0 - predicted, "cosine": round(1.0 - err, 6),
+                 "stored_bytes": int(size), **(extra or {})}
+            )  # fmt: skip
+            trial = _Trial(chosen, err, size, len(self.trials) - 1, results)
+            measured.append(trial)
+            out.append(trial)
+            self.found.append(trial)
+            if after(trial, predicted):
+                break
+        return out
+
+    def pick(self, among: list[_Trial] | None = None) -> _Trial:
+        """The smallest allocation that met the target, else the most accurate."""
+        found = self.found if among is None else among
+        met = [t for t in found if t.err <= self.allowed]
+        return min(met, key=lambda t: t.size) if met else min(found, key=lambda t: t.err)
+
+
+def _sequential_search(
+    search: _Search,
+    picked: _Trial,
+    results: list[Quantized],
+    rounding: _Rounding,
+    output_error: Callable[[dict[int, np.ndarray]], float],
+    encode: bool,
+    rounds: int,
+) -> tuple[list[Quantized], int, bool, dict[str, Any]]:
+    """auto_tune's pick re-rounded by GPTQ layer by layer (``gptq_sequential``), and the
+    slack that frees spent on smaller allocations. Returns (results, chosen trial, met,
+    the report's ``sequential`` entry).
+
+    The search ranks options by one-pass GPTQ (every option of every site needs
+    its codes before the bits are known); layer by layer, each site's rounding
+    also makes up for the error of the sites before it, so the same allocation
+    usually comes out more accurate. The pick is re-rounded and measured on the
+    same tuning inputs, and the sequential codes are kept only when their output
+    error is not worse. Then the search goes on from the pick's budget for up to
+    ``rounds`` allocations, each re-rounded layer by layer and measured (the
+    cliff rule against the prediction scaled by the pick's measured / predicted
+    error); the smallest that meets the target wins.
+    """
+
+    def layer_by_layer(chosen: list[int]) -> tuple[float, float, list[Quantized]]:
+        seq, _ = rounding.resequence([search.options[i][k] for i, k in enumerate(chosen)])
+        err = output_error({i: q.dequant for i, q in enumerate(seq)})
+        return err, sum(stored_bytes(q, encode) for q in seq), seq
+
+    budget = search.trials[picked.trial]["budget"]
+    predicted = 1.0 - search.trials[picked.trial]["predicted"]
+    err, size, seq = layer_by_layer(picked.chosen)
+    search.trials.append(
+        {**search.trials[picked.trial], "cosine": round(1.0 - err, 6), "stored_bytes": int(size),
+         "sequential": True}
+    )  # fmt: skip
+    first = _Trial(picked.chosen, err, size, len(search.trials) - 1, seq)
+    kept = err <= picked.err
+    report: dict[str, Any] = {"one_pass_cosine": round(1.0 - picked.err, 6),
+                              "cosine": round(1.0 - err, 6), "kept": kept}  # fmt: skip
+    if not kept:
+        report["rounds"] = 0
+        return results, picked.trial, picked.err <= search.allowed, report
+    more = search.run(layer_by_layer, budget, rounds, scale=min(1.0, err / max(predicted, 1e-12)),
+                      adapt=True, start=first, start_predicted=predicted,
+                      extra={"sequential": True})  # fmt: skip
+    report["rounds"] = len(more)
+    best = search.pick([first, *more])
+    assert best.results is not None
+    return best.results, best.trial, best.err <= search.allowed, report
 
 
 def _realize(

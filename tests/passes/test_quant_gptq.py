@@ -10,7 +10,15 @@ from converter.errors import UsageError
 from converter.executor.runtime import Runtime
 from converter.ms.codec import dequantize
 from ir import DataType, Graph, Node, Value
-from passes.quant.gptq import DAMP, _shrinkage, collect_hessians, gptq_quantize
+from passes.quant.gptq import (
+    DAMP,
+    _shrinkage,
+    asymmetric_target,
+    collect_hessians,
+    gptq_quantize,
+    quantize_sequentially,
+    sequential_stages,
+)
 from passes.quant.weight import find_weights, quantize_tensor, quantize_weights
 
 MIXED = {"init_scale": 0.02, "auto_tune": False, "use_cv_data": False, "max_iterations": 8}
@@ -305,8 +313,9 @@ def _images(seed: int, mix: np.ndarray) -> dict[str, np.ndarray]:
     return {"x": _smooth(z, mix, 1)}
 
 
+@pytest.mark.parametrize("sequential", [False, True])
 @pytest.mark.parametrize("bits", [3, 4])
-def test_pass_gptq_beats_nearest_on_held_out_inputs(bits):
+def test_pass_gptq_beats_nearest_on_held_out_inputs(bits, sequential):
     rng = np.random.default_rng(10)
     mix = np.eye(8) + rng.standard_normal((8, 8)) * 0.6
     tune = [_images(s, mix) for s in range(6)]
@@ -317,7 +326,7 @@ def test_pass_gptq_beats_nearest_on_held_out_inputs(bits):
         g = _chain(np.random.default_rng(0))
         report = quantize_weights(
             g, common={**COMMON, "bit_num": bits}, mixed_bit=MIXED,
-            weight={"rounding": rounding}, tune_feeds=tune,
+            weight={"rounding": rounding, "gptq_sequential": sequential}, tune_feeds=tune,
         )  # fmt: skip
         for v in g.values():
             if v.quant is not None:
@@ -330,7 +339,8 @@ def test_pass_gptq_beats_nearest_on_held_out_inputs(bits):
 
     nearest, plain = error("nearest")
     gptq, report = error("gptq")
-    assert "gptq" not in plain and report["gptq"] == {"layers": 4, "nearest": 0}
+    stages = {"stages": 4} if sequential else {}
+    assert "gptq" not in plain and report["gptq"] == {"layers": 4, "nearest": 0, **stages}
     assert gptq < 0.7 * nearest
 
 
@@ -369,8 +379,237 @@ def test_config_key_and_calibration_feeds(tmp_path):
     cfg.write_text(body + "gptq\n")
     config = load_config(cfg)
     assert config.weight_quant_param.rounding == "gptq"
+    assert config.weight_quant_param.gptq_sequential  # layer by layer unless switched off
+    report = compress_graph(_chain(np.random.default_rng(0)), config, "off", lambda _m: None)
+    assert report["weight_quant"]["gptq"] == {"layers": 4, "nearest": 0, "stages": 4}
+    cfg.write_text(body + "gptq\ngptq_sequential=false\n")
+    config = load_config(cfg)
+    assert config.weight_quant_param.gptq_sequential is False
     report = compress_graph(_chain(np.random.default_rng(0)), config, "off", lambda _m: None)
     assert report["weight_quant"]["gptq"] == {"layers": 4, "nearest": 0}
+    cfg.write_text(body + "gptq\ngptq_sequential=sometimes\n")
+    with pytest.raises(UsageError, match="gptq_sequential=sometimes: expected true/false"):
+        load_config(cfg)
     cfg.write_text(body + "fast\n")
     with pytest.raises(UsageError, match="rounding=fast"):
         load_config(cfg)
+
+
+# -- layer by layer ------------------------------------------------------------------------------
+def _deep(rng: np.random.Generator, depth: int = 6, k: int = 32) -> Graph:
+    """x [1, 64, k] -> depth x (MatMul k x k -> Relu) -> MatMul k x 8: no residuals."""
+    g = Graph(name="deep")
+    x = Value("x", DataType.FLOAT, (1, 64, k))
+    g.inputs = [x]
+    cur = x
+    for i in range(depth):
+        w = (np.eye(k) + rng.standard_normal((k, k)) / np.sqrt(k)).astype(np.float32)
+        y, r = Value(f"y{i}"), Value(f"r{i}")
+        g.append(Node("MatMul", [cur, Value(f"w{i}", const=w)], [y], name=f"mm{i}"))
+        g.append(Node("Relu", [y], [r], name=f"relu{i}"))
+        cur = r
+    out = Value("out")
+    head = (rng.standard_normal((k, 8)) / np.sqrt(k)).astype(np.float32)
+    g.append(Node("MatMul", [cur, Value("head", const=head)], [out], name="head_mm"))
+    g.outputs = [out]
+    return g
+
+
+def _tokens(seed: int, k: int = 32) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    mix = np.random.default_rng(99).standard_normal((k, k)) * 0.5 + np.eye(k)
+    return {"x": _smooth(rng.standard_normal((1, k, 64)), mix, 1).transpose(0, 2, 1).copy()}
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def _held_out_error(g: Graph, ref: list[np.ndarray], held: list[dict]) -> float:
+    got = [Runtime(g).run(f)["out"] for f in held]
+    pairs = zip(ref, got, strict=True)
+    return float(sum(np.linalg.norm(a - b) / np.linalg.norm(a) for a, b in pairs))
+
+
+@pytest.mark.parametrize("bits", [3, 4])
+def test_sequential_gptq_beats_one_pass_on_a_deep_chain(bits):
+    """Each layer, rounded on the quantized graph's inputs towards the float outputs,
+    makes up for the layers before it: the error no longer compounds down the chain."""
+    tune = [_tokens(s) for s in range(8)]
+    held = [_tokens(s) for s in (100, 101, 102)]
+    ref = [Runtime(_deep(np.random.default_rng(0))).run(f)["out"] for f in held]
+    errors, reports = {}, {}
+    for sequential in (False, True):
+        g = _deep(np.random.default_rng(0))
+        reports[sequential] = quantize_weights(
+            g, common={**COMMON, "bit_num": bits}, mixed_bit=MIXED,
+            weight={"rounding": "gptq", "gptq_sequential": sequential}, tune_feeds=tune,
+        )  # fmt: skip
+        errors[sequential] = _held_out_error(g, ref, held)
+    assert reports[False]["gptq"] == {"layers": 7, "nearest": 0}
+    assert reports[True]["gptq"] == {"layers": 7, "nearest": 0, "stages": 7}
+    assert errors[True] < 0.75 * errors[False]  # 0.70 at 3 bits, 0.69 at 4
+
+
+def _residual(rng: np.random.Generator) -> Graph:
+    """conv a -> Relu -> r; conv b (r) -> y; r + y -> conv c (and a MatMul d beside it)."""
+    g = Graph(name="res")
+    x = Value("x", DataType.FLOAT, (1, 4, 6, 6))
+    g.inputs = [x]
+
+    def conv(name: str, inp: Value, cout: int, cin: int) -> Value:
+        w = Value(name, const=(rng.standard_normal((cout, cin, 3, 3)) / 4).astype(np.float32))
+        y = Value(f"{name}_y")
+        g.append(Node("Conv", [inp, w], [y], {"pads": [1, 1, 1, 1]}, name=f"{name}_conv"))
+        return y
+
+    r = Value("r")
+    g.append(Node("Relu", [conv("a", x, 8, 4)], [r], name="relu"))
+    s = Value("s")
+    g.append(Node("Add", [r, conv("b", r, 8, 8)], [s], name="add"))
+    out = conv("c", s, 6, 8)
+    t, f, m = Value("t"), Value("f"), Value("m")
+    g.append(Node("Transpose", [r], [t], {"perm": [0, 2, 3, 1]}, name="nhwc"))
+    g.append(Node("Reshape", [t, Value("sh", const=np.array([36, 8], np.int64))], [f], name="rows"))
+    wd = Value("d", const=rng.standard_normal((8, 5)).astype(np.float32))
+    g.append(Node("MatMul", [f, wd], [m], name="d_mm"))
+    g.outputs = [out, m]
+    return g
+
+
+def _rows_of(rt: Runtime, name: str, feed: dict) -> np.ndarray:
+    """Value ``name`` [N, C, H, W] seen by ``rt`` on ``feed``, as NHWC rows [N*H*W, C]."""
+    got = {}
+    rt.observe = lambda v, a: got.update({v.name: a}) if v.name == name else None
+    rt.run(feed)
+    a = got[name].astype(np.float64)
+    return a.transpose(0, 2, 3, 1).reshape(-1, a.shape[1])
+
+
+def test_stages_follow_the_longest_chain_of_weights():
+    g = _residual(np.random.default_rng(0))
+    sites, _ = find_weights(g, min_channel=1)
+    names = [s.value.name for s in sites]
+    stages = [[names[i] for i in st] for st in sequential_stages(g, sites)]
+    assert stages == [["a"], ["b", "d"], ["c"]]  # b and d read r; c reads r + b's output
+    chain = _chain(np.random.default_rng(0))
+    assert len(sequential_stages(chain, find_weights(chain, min_channel=1)[0])) == 4
+
+
+@pytest.mark.parametrize("asymmetric", [False, True])
+def test_replayed_stages_see_what_a_fresh_run_of_the_quantized_graph_sees(asymmetric):
+    """The replay keeps values between stages and recomputes what a stage made stale: its
+    H equal a fresh run's, and the shift is mean((x_float - x) x^T) over the same rows."""
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 4, 6, 6)).astype(np.float32)} for _ in range(3)]
+    g = _residual(np.random.default_rng(0))
+    floats = Runtime(g)  # keeps the float weights
+    sites, _ = find_weights(g, min_channel=1)
+    w = [s.value.const for s in sites]
+    seen = {}
+
+    def round_site(i: int, h) -> object:
+        fresh = collect_hessians(g, [sites[i]], feeds, max_rows=1 << 20)[id(sites[i].value)]
+        np.testing.assert_allclose(h.cov, fresh.cov, rtol=1e-6, atol=1e-9)
+        assert h.rows == fresh.rows and (h.shift is not None) == asymmetric
+        seen[sites[i].value.name] = h
+        return quantize_tensor(w[i], sites[i].axis, 2)
+
+    quantize_sequentially(
+        g, sites, feeds, round_site, [True] * 4, max_rows=1 << 20, asymmetric=asymmetric
+    )
+    assert sorted(seen) == ["a", "b", "c", "d"]
+    assert all(np.array_equal(s.value.const, quantize_tensor(x, s.axis, 2).dequant)
+               for s, x in zip(sites, w, strict=True))  # fmt: skip
+    if asymmetric:
+        assert not seen["a"].shift.any() and seen["c"].shift.any()
+        want = np.zeros((8, 8))
+        for f in feeds:  # d's input rows: the Relu output, NHWC, one row per position
+            xf, xq = (_rows_of(rt, "r", f) for rt in (floats, Runtime(g)))
+            want += (xf - xq).T @ xq / len(xq)
+        np.testing.assert_allclose(seen["d"].shift[0], want / len(feeds), rtol=1e-3, atol=1e-4)
+
+
+def test_asymmetric_target_fits_the_float_outputs_on_the_quantized_inputs():
+    """W' = W + W (X - Xq) Xq^T (Xq Xq^T)^-1: W' Xq is the float output's best fit."""
+    rng = np.random.default_rng(12)
+    w, x, _ = _layer(rng, k=24, n=10, rows=2000)  # W [K, N]: rows are x [R, K]
+    # upstream error that W can undo (a mix of the channels) and some it cannot (noise)
+    mix = np.eye(24) + 0.1 * rng.standard_normal((24, 24))
+    noise = 0.05 * np.abs(x).mean() * rng.standard_normal(x.shape)
+    xq = (x @ mix + noise).astype(np.float32)
+    h = _hessian_of(*_fed_matmul(w, xq))  # H of the quantized inputs
+    h.shift = (x - xq).T.astype(np.float64) @ xq / len(x)
+    target = asymmetric_target(w, h)
+    assert target.shape == w.shape and target.dtype == w.dtype
+    ref = x.astype(np.float64) @ w
+    fit = float(np.linalg.norm(xq @ target.astype(np.float64) - ref))
+    plain = float(np.linalg.norm(xq @ w.astype(np.float64) - ref))
+    best = np.linalg.lstsq(xq.astype(np.float64), ref, rcond=None)[0]
+    # the least-squares fit, but for the dampening (1% of mean diag H, as GPTQ's)
+    assert fit < 0.1 * plain and fit < 1.25 * float(np.linalg.norm(xq @ best - ref))
+    h.shift = None
+    assert asymmetric_target(w, h) is w
+
+
+def _fed_matmul(w: np.ndarray, rows: np.ndarray):
+    """(graph, sites, feeds) of one MatMul whose input rows are ``rows``."""
+    g = _matmul_graph("MatMul", w, {}, rows.shape)
+    sites, _ = find_weights(g, min_channel=1)
+    return g, sites, [{"a": rows}]
+
+
+def _hessian_of(g, sites, feeds):
+    return collect_hessians(g, sites, feeds, max_rows=1 << 20)[id(sites[0].value)]
+
+
+def test_auto_tune_re_rounds_its_pick_layer_by_layer():
+    """The search keeps one-pass H; its pick is re-rounded layer by layer, measured on the
+    tuning inputs and kept when not worse; slack buys further, smaller allocations."""
+    tune = [_tokens(s) for s in range(8)]
+    held = [_tokens(s) for s in (100, 101)]
+    ref = [Runtime(_deep(np.random.default_rng(0))).run(f)["out"] for f in held]
+    mixed = {**MIXED, "auto_tune": True, "target_cosine": 0.99, "max_iterations": 8}
+    reports = {}
+    for sequential in (False, True):
+        g = _deep(np.random.default_rng(0))
+        reports[sequential] = quantize_weights(
+            g, common={**COMMON, "bit_num": 0}, mixed_bit=mixed,
+            weight={"rounding": "gptq", "gptq_sequential": sequential}, tune_feeds=tune,
+        )  # fmt: skip
+        for v in g.values():
+            if v.quant is not None:
+                q = v.quant
+                dq = dequantize(v.meta["quant_codes"], q.scale, q.zero_point, q.axis,
+                                q.num_bits, np.float32)  # fmt: skip
+                assert np.array_equal(dq, v.const)
+        got = [Runtime(g).run(f)["out"] for f in held]
+        assert min(_cos(a, b) for a, b in zip(ref, got, strict=True)) > 0.98
+    one, seq = reports[False]["auto_tune"], reports[True]["auto_tune"]
+    assert "sequential" not in one and not any(t.get("sequential") for t in one["trials"])
+    info = seq["sequential"]
+    assert info["kept"] and info["cosine"] >= info["one_pass_cosine"]
+    picked = seq["trials"][seq["chosen"]]
+    assert seq["met"] and picked.get("sequential") and picked["cosine"] >= 0.99
+    assert 0 < info["rounds"] <= 4
+    assert reports[True]["stored_bytes"] < reports[False]["stored_bytes"]
+
+
+def test_auto_tune_keeps_the_one_pass_pick_when_layer_by_layer_is_worse(monkeypatch):
+    from passes.quant import weight
+
+    def worse(self, chosen):  # every tensor at 2 bits: clearly less accurate
+        return [quantize_tensor(w, None, 2) for w in self.w], 1
+
+    monkeypatch.setattr(weight._Rounding, "resequence", worse)
+    tune = [_tokens(s) for s in range(8)]
+    mixed = {**MIXED, "auto_tune": True, "target_cosine": 0.99, "max_iterations": 8}
+    report = quantize_weights(
+        _deep(np.random.default_rng(0)), common={**COMMON, "bit_num": 0}, mixed_bit=mixed,
+        weight={"rounding": "gptq"}, tune_feeds=tune,
+    )["auto_tune"]  # fmt: skip
+    info = report["sequential"]
+    assert not info["kept"] and info["rounds"] == 0 and info["cosine"] < info["one_pass_cosine"]
+    picked = report["trials"][report["chosen"]]
+    assert report["met"] and not picked.get("sequential") and report["trials"][-1]["sequential"]

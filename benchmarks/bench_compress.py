@@ -19,6 +19,9 @@ sections, :func:`setting_params`) and written entropy coded and bit-packed:
   user with calibration data would: ``rounding=gptq`` on 16 samples (seeds
   100..115; auto_tune measures on the first 4); a ``/rtn`` suffix (``4/rtn``)
   keeps round-to-nearest, for comparison. Random-weight models get seeded noise.
+* A ``/km`` suffix (``4/km``) adds ``kmeans=true``: k-means codebooks
+  (passes/quant/kmeans.py) in place of the grid at a fixed width (auto_tune
+  offers 2-4 bit codebooks either way).
 
 Reported per setting:
 
@@ -158,7 +161,9 @@ def setting_params(setting: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
     mixed = dataclasses.asdict(MixedBitWeightQuantParam())
     weight = dataclasses.asdict(WeightQuantParam())
     common.update(min_quant_weight_size=0, min_quant_weight_channel=16, enable_encode=True)
-    kind, _, arg = setting.removesuffix("/rtn").partition("@")
+    base, flags = setting_flags(setting)
+    weight["kmeans"] = "km" in flags
+    kind, _, arg = base.partition("@")
     if kind == "mixed":
         common["bit_num"] = 0
         mixed["init_scale"] = float(arg or 0.02)
@@ -168,6 +173,15 @@ def setting_params(setting: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
     else:
         common["bit_num"] = int(kind)
     return common, mixed, weight
+
+
+def setting_flags(setting: str) -> tuple[str, set[str]]:
+    """``setting`` without its trailing ``/rtn`` and ``/km`` flags, and those flags."""
+    flags: set[str] = set()
+    while setting.endswith(("/rtn", "/km")):
+        setting, _, flag = setting.rpartition("/")
+        flags.add(flag)
+    return setting, flags
 
 
 def quantized_ms(
@@ -187,7 +201,7 @@ def quantized_ms(
     graph = parse_model(src, "ONNX", shapes)
     optimize_graph(graph, "full")
     common, mixed, weight = setting_params(setting)
-    if tune is not None and not setting.endswith("/rtn"):  # realistic data: use it as a user
+    if tune is not None and "rtn" not in setting_flags(setting)[1]:  # realistic data: as a user
         weight["rounding"] = "gptq"  # would (GPTQ subsumes bias correction)
     t0 = time.perf_counter()
     report = quantize_weights(graph, common=common, mixed_bit=mixed, weight=weight, tune_feeds=tune)

@@ -23,9 +23,11 @@ Codes, for ``b`` bits (``q`` signed, ``real = scale[c] * (q - zero_point[c])``)
   ``[-2**(b-1), 2**(b-1) - 1]`` with an integer zero point (zero stays exact).
   1-bit weights always use this grid (a symmetric 1-bit grid has no levels);
 * k-means (``kmeans=true``, ``b <= 8``): a codebook of ``2**b`` centroids
-  (1-D Lloyd iterations, quantile start) over the weights divided by their
-  per-channel ``max|w|``; ``real = scale[c] * clusters[q + 2**(b-1)]``, the
-  codebook stored in ``Tensor.quantClusters``. Wider codes use the grid.
+  (passes/quant/kmeans.py: the optimal 1-D codebook of a histogram, refined
+  by Lloyd's iterations) over the weights divided by their per-channel
+  ``max|w|`` (fitted on at most :data:`_KMEANS_SAMPLE` of them);
+  ``real = scale[c] * clusters[q + 2**(b-1)]``, the codebook stored in
+  ``Tensor.quantClusters``. Wider codes use the grid.
 
 GPTQ rounding (``rounding=gptq``, a liteconv key of ``[weight_quant_param]``)
 -----------------------------------------------------------------------------
@@ -129,6 +131,7 @@ import numpy as np
 
 from converter.ms.codec import RAW_MIN_GAIN, code_dtype, dequantize, lcz_size_estimate
 from ir import DataType, Graph, Node, QuantParams, Value
+from passes.quant import kmeans
 
 __all__ = [
     "AUTO_TUNE_COSINE",
@@ -166,8 +169,7 @@ CLIFF_FACTOR = 4.0
 its newly lowered tensors as more sensitive than their probe showed."""
 _FLOATS = (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16)
 _KMEANS_MAX_BITS = 8
-_KMEANS_SAMPLE = 1 << 18
-_KMEANS_ITERS = 30
+_KMEANS_SAMPLE = 1 << 16
 
 
 def _last(node: Node, w: np.ndarray) -> int:
@@ -261,16 +263,9 @@ def _kmeans(rows: np.ndarray, bits: int, seed: int = 0) -> tuple[np.ndarray, ...
     sample = x
     if x.size > _KMEANS_SAMPLE:
         sample = np.random.default_rng(seed).choice(x, _KMEANS_SAMPLE, replace=False)
-    centers = np.quantile(sample, (np.arange(k) + 0.5) / k).astype(np.float64)
-    for _ in range(_KMEANS_ITERS):
-        centers.sort()
-        idx = np.searchsorted((centers[1:] + centers[:-1]) / 2, sample)
-        count = np.bincount(idx, minlength=k)
-        total = np.bincount(idx, weights=sample, minlength=k)
-        new = np.where(count > 0, total / np.maximum(count, 1), centers)
-        if np.allclose(new, centers, rtol=0, atol=1e-7):
-            break
-        centers = new
+    centers = kmeans.codebook(sample, k)
+    if centers.size < k:  # fewer distinct values than levels: repeat the last one
+        centers = np.pad(centers, (0, k - centers.size), mode="edge")
     centers = np.sort(centers).astype(np.float32)
     idx = np.searchsorted((centers[1:] + centers[:-1]) / 2, x)
     codes = (idx - (1 << (bits - 1))).astype(code_dtype(bits)).reshape(rows.shape)

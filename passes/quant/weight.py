@@ -1089,16 +1089,22 @@ class _Search:
         if start is not None and after(start, start_predicted):
             return out
         count = 0  # measurements: an allocation met again costs none (nor a round)
+        steps: set[tuple[tuple[int, ...], float]] = set()  # (allocation, budget) seen
         for _ in range(4 * rounds):
             if count >= rounds:
                 break
             chosen, predicted = _allocate(self.options, self.sensitivity, budget)
             again = next((t for t in measured if t.chosen == chosen), None)
-            if again is not None:
-                err, size, results = again.err, again.size, again.results
-            else:
-                err, size, results = measure(chosen)
-                count += 1
+            if again is not None:  # known already: steer by it, report and count it once
+                if (tuple(chosen), budget) in steps:
+                    break  # the search went round in a circle
+                steps.add((tuple(chosen), budget))
+                if after(again, predicted):
+                    break
+                continue
+            steps.add((tuple(chosen), budget))
+            err, size, results = measure(chosen)
+            count += 1
             self.trials.append(
                 {"budget": budget, "predicted": 1.0 - predicted, "cosine": round(1.0 - err, 6),
                  "stored_bytes": int(size), **(extra or {})}

@@ -142,6 +142,7 @@ __all__ = [
     "quantize_tensor",
     "quantize_weights",
     "stored_bytes",
+    "tuned_outputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -703,7 +704,7 @@ def _debug_csv(
 
 
 # -- auto tune: sensitivity-weighted bit allocation ------------------------------------------------
-def _float_outputs(graph: Graph, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def tuned_outputs(graph: Graph, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     """What auto_tune compares: each float output, or its logits when a Softmax makes it.
 
     A saturated probability hides weight error until a class flips: PP-OCR's
@@ -939,14 +940,14 @@ def _auto_tune(
         feeds = feeds[:TUNE_SAMPLES]
     else:
         feeds = [make_inputs(graph.inputs, seed=s) for s in TUNE_SEEDS]
-    reference = _float_outputs(graph, feeds)
+    reference = tuned_outputs(graph, feeds)
 
     def output_error(dequant: dict[int, np.ndarray]) -> float:
         """1 - the worst output cosine with the given tensors replaced."""
         for i, w in dequant.items():
             sites[i].value.const = w
         try:
-            got = _float_outputs(graph, feeds)
+            got = tuned_outputs(graph, feeds)
         finally:
             for i in dequant:
                 sites[i].value.const = originals[i]

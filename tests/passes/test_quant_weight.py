@@ -363,7 +363,7 @@ def test_bias_correction_without_data_is_a_note():
 
 
 def test_auto_tune_compares_logits_of_softmax_outputs():
-    from passes.quant.weight import _float_outputs
+    from passes.quant.weight import tuned_outputs
 
     g = Graph(name="cls")
     x = Value("x", DataType.FLOAT, (1, 4))
@@ -374,7 +374,7 @@ def test_auto_tune_compares_logits_of_softmax_outputs():
     g.append(Node("Softmax", [logits], [probs], {"axis": -1}, name="sm"))
     g.outputs = [probs]
     feeds = [{"x": np.array([[1.0, -1.0, 0.0, 0.0]], np.float32)}]
-    (out,) = _float_outputs(g, feeds)
+    (out,) = tuned_outputs(g, feeds)
     np.testing.assert_allclose(out[0], [[50.0, -50.0]])  # not the saturated [1, 0]
 
 

@@ -43,7 +43,13 @@ import flatbuffers
 import numpy as np
 
 from converter.ms import attrs as attr_codec
-from converter.ms.codec import COMPRESS_TYPES, code_dtype, dequantize, encode_codes
+from converter.ms.codec import (
+    COMPRESS_TYPES,
+    code_dtype,
+    dequantize,
+    encode_codes,
+    pooled_ans,
+)
 from converter.ms.dtypes import encode_payload, has_typeid, typeid
 from converter.ms.fbs import FILE_IDENTIFIER, Blob, Decoder, build_table
 from converter.ms.primitives import (
@@ -241,10 +247,22 @@ class _Writer:
             coded = _weight_codes(v) if v.const is not None else None
             if coded is not None:
                 self.coded[i] = coded
+        self._pool_ans()
         khwc = khwc_weights(self.plan.nodes)  # NHWC conv weights are stored KHWC
         self.khwc = {
             i for i, v in enumerate(self.plan.values) if id(v) in khwc and i not in self.coded
         }
+
+    def _pool_ans(self) -> None:
+        """Re-code the tensors that gain most from rANS within the model's allowance
+        (codec.pooled_ans)."""
+        fse = [i for i, c in self.coded.items() if c.kind == "FSE"]
+        items = [(self._codes(i), self.coded[i].bits, self.coded[i].payload) for i in fse]
+        for k, payload in pooled_ans(items).items():
+            self.coded[fse[k]].payload = payload
+
+    def _codes(self, i: int) -> np.ndarray:
+        return np.asarray(self.plan.values[i].meta["quant_codes"])
 
     def payload(self, i: int) -> np.ndarray | bytes:
         """The bytes stored for constant ``i`` (its codes when weight-quantized)."""

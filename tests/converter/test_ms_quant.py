@@ -213,6 +213,57 @@ def test_ans_is_used_only_where_it_needs_few_symbols():
     assert lcz_encode(sparse, 6, max_ans_symbols=0)[4] in (FORM_DENSE, FORM_MASK)
 
 
+def _t_codes(rng: np.random.Generator, n: int, bits: int) -> np.ndarray:
+    """Heavy-tailed codes of ~1.1 bits of entropy over ~25 values (GPTQ's at 5 bits): zstd's
+    layout ranks them a byte each, Huffman spends a bit on each non-zero one, about 11% lost."""
+    half = 1 << (bits - 1)
+    codes = np.clip(np.round(rng.standard_t(4, n) * 0.35), -half, half - 1).astype(np.int8)
+    codes[:8] = np.arange(half - 8, half)  # over 17 distinct codes besides 0: a byte each
+    return codes
+
+
+def test_pooled_ans_spends_the_models_allowance_where_zstd_loses_most():
+    rng = np.random.default_rng(3)
+    lossy = _t_codes(rng, 150_000, 5)
+    dense = [_gaussian(rng, 150_000, 4, 3.0) for _ in range(3)]  # zstd within ~1%: lenders
+    items = [(c, b, lcz_encode(c, b)) for c, b in [(lossy, 5), *((d, 4) for d in dense)]]
+    assert items[0][2][4] in (FORM_DENSE, FORM_MASK)
+    assert items[0][2].size > 1.08 * entropy_bound_bytes(lossy)
+    new = codec.pooled_ans(items)
+    assert list(new) == [0]  # only the lossy tensor, and it fits the pool (600K / 4 codes)
+    assert new[0][4] in (FORM_DIRECT, FORM_PARAM) and _decodes_to(new[0], 5, lossy)
+    assert new[0].size < 1.01 * entropy_bound_bytes(lossy) + 40
+    # alone, it lends 150K / 4 symbols: too few for a 150K-symbol form
+    assert codec.pooled_ans(items[:1]) == {}
+
+
+def test_writer_pools_rans_and_the_file_round_trips(tmp_path: Path):
+    rng = np.random.default_rng(4)
+    tensors = {"lossy": (_t_codes(rng, 150_000, 5), 5)}
+    tensors |= {f"d{i}": (_gaussian(rng, 150_000, 4, 3.0), 4) for i in range(3)}
+    g = Graph(name="pool")
+    x = Value("x", DataType.FLOAT, (1, 1500))
+    g.inputs = [x]
+    for name, (codes, bits) in tensors.items():
+        w = Value(name, const=codes.reshape(1500, 100).astype(np.float32) * np.float32(0.01))
+        w.quant = QuantParams(np.array([0.01], np.float32), np.array([0], np.int32), None, bits)
+        w.meta["quant_codes"] = codes.reshape(1500, 100)
+        y = Value(f"{name}_y")
+        g.append(Node("MatMul", [x, w], [y], name=f"mm_{name}"))
+        g.outputs.append(y)
+    path = tmp_path / "m.ms"
+    write_ms(g, path)
+    back = {v.name: v for v in read_ms(path).values()}
+    lossy = back["lossy"]
+    assert lossy.meta["ms_compression"] == "FSE"
+    assert np.array_equal(lossy.meta["quant_codes"].reshape(-1), tensors["lossy"][0])
+    assert lossy.meta["ms_stored_bytes"] < 1.01 * entropy_bound_bytes(tensors["lossy"][0]) + 40
+    feed = {"x": rng.standard_normal((1, 1500)).astype(np.float32)}
+    got = Runtime(read_ms(path)).run(feed)
+    want = feed["x"] @ (tensors["lossy"][0].reshape(1500, 100).astype(np.float32) * 0.01)
+    np.testing.assert_allclose(got["lossy_y"], want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("form", range(5))
 def test_malformed_lcz_payloads_raise_value_error(form: int):
     rng = np.random.default_rng(form)

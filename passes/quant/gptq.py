@@ -634,6 +634,7 @@ def quantize_sequentially(
     max_bytes: int = MAX_H_BYTES,
     seed: int = 0,
     asymmetric: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> tuple[list[Quantized], int]:
     """Each site quantized by ``round_site(i, H)``, ``H`` from the graph quantized so far.
 
@@ -647,7 +648,8 @@ def quantize_sequentially(
     ``round_site`` must quantize the site's float weights (the caller's copy):
     when it is called, ``sites[i].value.const`` is still the float tensor. On
     return every site's constant is its dequantized weights, and the second
-    result is the number of stages.
+    result is the number of stages. ``say`` gets a progress line about every
+    tenth of the stages.
     """
     results: list[Quantized | None] = [None] * len(sites)
     floats = {id(s.value): s.value.const for s in sites}
@@ -664,7 +666,9 @@ def quantize_sequentially(
               for st in stages]  # fmt: skip
     replay = _Replay(graph, feeds, inputs)
     reference = _Replay(graph, feeds, inputs, weights=floats) if asymmetric else None
-    for stage in stages:
+    for k, stage in enumerate(stages):
+        if say is not None and (k + 1) * 10 // len(stages) != k * 10 // len(stages):
+            say(f"weight quant: GPTQ layer by layer, stage {k + 1}/{len(stages)}")
         members = [sites[i] for i in stage]
         found = collect_hessians(
             graph, members, feeds, max_rows=max_rows, max_bytes=max_bytes, seed=seed,

@@ -476,11 +476,12 @@ def quantize_weights(
             max_iterations=int(mixed_bit.get("max_iterations", 8)),
             feeds=tune_feeds,
             rounding=rounding,
+            say=say,
         )
     elif sequential:
         axis_of = (lambda s: s.axis) if per_channel else (lambda s: None)
         results, gptq_report = _sequential_fixed(
-            graph, sites, originals, fit or [], bits, axis_of, opts
+            graph, sites, originals, fit or [], bits, axis_of, opts, say
         )
     else:
         results = [one(s, target) for s in sites]
@@ -558,6 +559,7 @@ def _sequential_fixed(
     bits: int,
     axis_of: Callable[[WeightSite], int | None],
     opts: dict[str, Any],
+    say: Callable[[str], None],
 ) -> tuple[list[Quantized], dict[str, Any]]:
     """``bits``-bit codes by GPTQ layer by layer (gptq.quantize_sequentially), else nearest.
 
@@ -575,7 +577,9 @@ def _sequential_fixed(
         used += 1
         return _gptq(w, h, axis, bits, bool(opts["symmetric"]))
 
-    results, stages = quantize_sequentially(graph, sites, feeds, round_site, [True] * len(sites))
+    results, stages = quantize_sequentially(
+        graph, sites, feeds, round_site, [True] * len(sites), say=say
+    )
     return results, {"layers": used, "nearest": len(sites) - used, "stages": stages}
 
 
@@ -932,8 +936,12 @@ def _auto_tune(
     max_iterations: int,
     feeds: list[dict[str, np.ndarray]] | None = None,
     rounding: _Rounding,
+    say: Callable[[str], None] = lambda _msg: None,
 ) -> tuple[list[Quantized], dict[str, Any]]:
-    """Bits (and grid, granularity) per tensor by measured output sensitivity (module docstring)."""
+    """Bits (and grid, granularity) per tensor by measured output sensitivity (module docstring).
+
+    ``say`` gets a line as the probing starts and one per measured allocation.
+    """
     from converter.verify import make_inputs
 
     if feeds:
@@ -941,6 +949,10 @@ def _auto_tune(
     else:
         feeds = [make_inputs(graph.inputs, seed=s) for s in TUNE_SEEDS]
     reference = tuned_outputs(graph, feeds)
+    say(
+        f"weight quant: auto_tune probing {len(sites)} tensors on {len(feeds)} inputs "
+        f"(target cosine {target_cosine:g})"
+    )
 
     def output_error(dequant: dict[int, np.ndarray]) -> float:
         """1 - the worst output cosine with the given tensors replaced."""
@@ -969,7 +981,7 @@ def _auto_tune(
         _options(i, s.axis, widths, per_channel, encode, rounding) for i, s in enumerate(sites)
     ]
     allowed = 1.0 - target_cosine
-    search = _Search(options, sensitivity, allowed)
+    search = _Search(options, sensitivity, allowed, say=say)
 
     def one_pass(chosen: list[int]) -> tuple[float, float, list[Quantized] | None]:
         results = _realize(options, chosen, rounding)
@@ -1023,6 +1035,17 @@ class _Search:
     allowed: float
     trials: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     found: list[_Trial] = dataclasses.field(default_factory=list)
+    say: Callable[[str], None] = lambda _msg: None
+
+    def record(self, row: dict[str, Any]) -> int:
+        """Add a measured allocation to the report (and the progress output); its index."""
+        self.trials.append(row)
+        how = ", layer by layer" if row.get("sequential") else ""
+        self.say(
+            f"weight quant: auto_tune trial {len(self.trials)}: {row['stored_bytes'] / 1e6:.3f}"
+            f" MB of weights, cosine {row['cosine']:.5f} (target {1.0 - self.allowed:g}{how})"
+        )
+        return len(self.trials) - 1
 
     def run(
         self,
@@ -1106,11 +1129,11 @@ class _Search:
             steps.add((tuple(chosen), budget))
             err, size, results = measure(chosen)
             count += 1
-            self.trials.append(
+            row = self.record(
                 {"budget": budget, "predicted": 1.0 - predicted, "cosine": round(1.0 - err, 6),
                  "stored_bytes": int(size), **(extra or {})}
             )  # fmt: skip
-            trial = _Trial(chosen, err, size, len(self.trials) - 1, results)
+            trial = _Trial(chosen, err, size, row, results)
             measured.append(trial)
             out.append(trial)
             self.found.append(trial)
@@ -1157,11 +1180,11 @@ def _sequential_search(
     budget = search.trials[picked.trial]["budget"]
     predicted = 1.0 - search.trials[picked.trial]["predicted"]
     err, size, seq = layer_by_layer(picked.chosen)
-    search.trials.append(
+    row = search.record(
         {**search.trials[picked.trial], "cosine": round(1.0 - err, 6), "stored_bytes": int(size),
          "sequential": True}
     )  # fmt: skip
-    first = _Trial(picked.chosen, err, size, len(search.trials) - 1, seq)
+    first = _Trial(picked.chosen, err, size, row, seq)
     kept = err <= picked.err
     report: dict[str, Any] = {"one_pass_cosine": round(1.0 - picked.err, 6),
                               "cosine": round(1.0 - err, 6), "kept": kept}  # fmt: skip

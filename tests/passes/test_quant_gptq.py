@@ -344,6 +344,32 @@ def test_pass_gptq_beats_nearest_on_held_out_inputs(bits, sequential):
     assert gptq < 0.7 * nearest
 
 
+def test_long_quantization_reports_progress():
+    """Layer-by-layer GPTQ and auto_tune take minutes on real models: the CLI's ``say``
+    gets a line per tenth of the stages, and one per allocation auto_tune measures."""
+    rng = np.random.default_rng(10)
+    mix = np.eye(8) + rng.standard_normal((8, 8)) * 0.6
+    tune = [_images(s, mix) for s in range(6)]
+    lines: list[str] = []
+    quantize_weights(
+        _chain(np.random.default_rng(0)), lines.append, common={**COMMON, "bit_num": 4},
+        mixed_bit=MIXED, weight={"rounding": "gptq"}, tune_feeds=tune,
+    )  # fmt: skip
+    stages = [line for line in lines if "GPTQ layer by layer, stage" in line]
+    assert [line.rsplit(" ", 1)[1] for line in stages] == ["1/4", "2/4", "3/4", "4/4"]
+    lines.clear()
+    report = quantize_weights(
+        _chain(np.random.default_rng(0)), lines.append, common={**COMMON, "bit_num": 0},
+        mixed_bit={**MIXED, "auto_tune": True, "target_cosine": 0.99},
+        weight={"rounding": "gptq"}, tune_feeds=tune,
+    )  # fmt: skip
+    assert lines[0].startswith("weight quant: auto_tune probing 4 tensors on 4 inputs")
+    trials = [line for line in lines if "auto_tune trial" in line]
+    assert len(trials) == len(report["auto_tune"]["trials"]) > 0
+    last = report["auto_tune"]["trials"][-1]
+    assert f"cosine {last['cosine']:.5f} (target 0.99" in trials[-1]
+
+
 def test_pass_notes_when_gptq_cannot_apply():
     rng = np.random.default_rng(11)
     mix = np.eye(8)

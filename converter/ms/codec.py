@@ -201,7 +201,12 @@ def unpack_bits(buf: np.ndarray | memoryview | bytes, bits: int, count: int) -> 
 # -- entropy coding: shared pieces ------------------------------------------------------------
 def entropy_bound_bytes(codes: np.ndarray) -> float:
     """Order-0 entropy of ``codes`` times their count, in bytes (the coding lower bound)."""
-    _, counts = np.unique(codes, return_counts=True)
+    flat = np.asarray(codes).reshape(-1)
+    if flat.dtype.kind in "iu" and flat.dtype.itemsize <= 2 and flat.size:  # 8x np.unique's speed
+        counts = np.bincount(flat.astype(np.int64) - int(flat.min()))
+        counts = counts[counts > 0]
+    else:
+        _, counts = np.unique(flat, return_counts=True)
     if counts.size <= 1:
         return 0.0
     p = counts / counts.sum()
@@ -987,8 +992,10 @@ def pooled_ans(coded: list[tuple[np.ndarray, int, np.ndarray]]) -> dict[int, np.
         form = int(payload[4]) if payload.size > 4 else -1
         if form in (_ZSTD_DENSE, _ZSTD_MASK):
             budget += n // ANS_POOL_CODES_PER_SYMBOL
+            if n <= ANS_FREE_SYMBOLS:  # lcz_encode tried every rANS form already
+                continue
             loss = payload.size - entropy_bound_bytes(codes) - _ANS_GAIN_FLOOR_BYTES
-            if n > ANS_FREE_SYMBOLS and loss > ANS_POOL_MIN_LOSS * payload.size:
+            if loss > ANS_POOL_MIN_LOSS * payload.size:
                 candidates.append((loss / n, k))
     out: dict[int, np.ndarray] = {}
     for _, k in sorted(candidates, reverse=True):

@@ -938,16 +938,21 @@ def _zstd_mask(s: _Stats, bits: int) -> bytes:
     return LCZ_MAGIC + head + _zstd_frame([mask, *layout.streams(values, bits)])
 
 
-def _forms(codes: np.ndarray, bits: int, max_ans_symbols: int, every: bool = False) -> list[bytes]:
+def _forms(
+    codes: np.ndarray, bits: int, max_ans_symbols: int, every: bool = False, zstd: bool = True
+) -> list[bytes]:
     """The LCZ1 forms worth trying for ``codes``, cheapest to decode first; ``every``: also
-    the mask form where no byte value is likely enough for it to pay (tests use that)."""
+    the mask form where no byte value is likely enough for it to pay (tests use that);
+    ``zstd=False``: the rANS forms only."""
     s = _stats(_to_unsigned(codes, bits), bits)
     n = s.u.size
-    layout = _choose_layout(s.u, bits, int(s.symbols[s.mode]) if n else 0)
-    forms = [_zstd_dense(s, bits, layout)]
-    k = max(layout.per_byte(bits), 1)
-    if n and (every or (s.counts[s.mode] / n) ** k >= 0.25):  # Huffman pays for a likely byte
-        forms.append(_zstd_mask(s, bits))
+    forms = []
+    if zstd:
+        layout = _choose_layout(s.u, bits, int(s.symbols[s.mode]) if n else 0)
+        forms.append(_zstd_dense(s, bits, layout))
+        k = max(layout.per_byte(bits), 1)
+        if n and (every or (s.counts[s.mode] / n) ** k >= 0.25):  # Huffman pays for
+            forms.append(_zstd_mask(s, bits))  # a likely byte
     plan = _ans_plan(s, max_ans_symbols) if n else None
     if plan is not None:
         forms.append(_ans_form(s, plan))
@@ -987,7 +992,7 @@ def pooled_ans(coded: list[tuple[np.ndarray, int, np.ndarray]]) -> dict[int, np.
     """
     budget = 0  # the shares of the tensors that take no rANS form
     candidates = []
-    for k, (codes, _bits, payload) in enumerate(coded):
+    for k, (codes, _, payload) in enumerate(coded):
         n = int(codes.size)
         form = int(payload[4]) if payload.size > 4 else -1
         if form in (_ZSTD_DENSE, _ZSTD_MASK):
@@ -1002,10 +1007,11 @@ def pooled_ans(coded: list[tuple[np.ndarray, int, np.ndarray]]) -> dict[int, np.
         codes, bits, payload = coded[k]
         if codes.size > budget:
             continue
-        best = lcz_encode(codes, bits, max_ans_symbols=int(codes.size))
-        if best.size < payload.size:
-            out[k] = best
-            budget -= codes.size if int(best[4]) in (_ANS_DIRECT, _ANS_PARAM) else 0
+        forms = _forms(codes, bits, int(codes.size), zstd=False)  # the zstd ones: ``payload``
+        best = min(forms, key=len, default=None)
+        if best is not None and len(best) < payload.size:
+            out[k] = np.frombuffer(best, dtype=np.uint8)
+            budget -= codes.size if best[4] in (_ANS_DIRECT, _ANS_PARAM) else 0
     return out
 
 

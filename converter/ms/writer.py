@@ -257,12 +257,13 @@ class _Writer:
         """Re-code the tensors that gain most from rANS within the model's allowance
         (codec.pooled_ans)."""
         fse = [i for i, c in self.coded.items() if c.kind == "FSE"]
-        items = [(self._codes(i), self.coded[i].bits, self.coded[i].payload) for i in fse]
+        items = [
+            (np.asarray(self.plan.values[i].meta["quant_codes"]), self.coded[i].bits,
+             self.coded[i].payload)
+            for i in fse
+        ]  # fmt: skip
         for k, payload in pooled_ans(items).items():
             self.coded[fse[k]].payload = payload
-
-    def _codes(self, i: int) -> np.ndarray:
-        return np.asarray(self.plan.values[i].meta["quant_codes"])
 
     def payload(self, i: int) -> np.ndarray | bytes:
         """The bytes stored for constant ``i`` (its codes when weight-quantized)."""

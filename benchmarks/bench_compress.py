@@ -14,7 +14,10 @@ sections, :func:`setting_params`) and written entropy coded and bit-packed:
 * ``N``: ``bit_num=N`` per channel; ``mixed@S``: ``bit_num=0``, ``init_scale=S``;
 * ``auto@C``: ``bit_num=0``, ``auto_tune=true``, ``target_cosine=C`` (bits per
   tensor by measured output sensitivity, see passes/quant/weight.py);
-  ``N/auto@C``: N bits, per-tensor/per-channel by auto_tune.
+  ``N/auto@C``: N bits, per-tensor/per-channel by auto_tune. The fixed widths keep
+  MindSpore Lite's ``min_quant_weight_channel=16`` and float biases; ``auto@C``
+  leaves that key unset, so auto_tune also takes the weights with fewer channels
+  and the conv/matmul biases (passes/quant/weight.py).
 * A model with realistic inputs (benchmarks/models_real.py) is quantized as a
   user with calibration data would: ``rounding=gptq`` on 16 samples (seeds
   100..115; auto_tune measures on the first 4); a ``/rtn`` suffix (``4/rtn``)
@@ -33,7 +36,8 @@ Reported per setting:
   the output itself; shown in the table in brackets where it differs;
 * ``delta``: cosine of the difference between the two inputs' outputs (quantized
   against float32): the input-dependent part, see :func:`delta_cosine`;
-* ``bits``: how many tensors got each width; ``coded/bound``: bytes of the
+* ``bits``: how many weight tensors got each width (the biases auto_tune quantized
+  counted in brackets, their widths in the JSON's ``bias_bits``); ``coded/bound``: bytes of the
   entropy-coded tensors over their order-0 entropy bound (sum of per-tensor bounds;
   the worst single tensor in ``worst``);
 * load times (best of 7, process CPU seconds of ``read_ms`` + executor setup): the coded file and
@@ -163,7 +167,7 @@ def setting_params(setting: str) -> tuple[dict[str, Any], dict[str, Any], dict[s
     common = dataclasses.asdict(CommonQuantParam(quant_type="WEIGHT_QUANT"))
     mixed = dataclasses.asdict(MixedBitWeightQuantParam())
     weight = dataclasses.asdict(WeightQuantParam())
-    common.update(min_quant_weight_size=0, min_quant_weight_channel=16, enable_encode=True)
+    common.update(min_quant_weight_size=0, enable_encode=True)
     base, flags = setting_flags(setting)
     weight["kmeans"] = "km" in flags
     kind, _, arg = base.partition("@")
@@ -314,7 +318,11 @@ def bench_model(name: str, settings: list[str], small: bool, work: Path) -> dict
         out["bytes"] = path.stat().st_size
         out["ratio"] = float_bytes / out["bytes"]
         out["average_bits"] = round(wq["average_bits"], 3)
-        out["bits"] = _histogram([layer["bits"] for layer in wq["layers"]])
+        weights = [layer for layer in wq["layers"] if layer.get("input") != "bias"]
+        out["bits"] = _histogram([layer["bits"] for layer in weights])
+        biases = [layer for layer in wq["layers"] if layer.get("input") == "bias"]
+        out["bias_bits"] = _histogram([layer["bits"] for layer in biases]) if biases else ""
+        out["bias_bytes"] = sum(layer["stored_bytes"] for layer in biases)
         out["per_tensor"] = wq["per_tensor"]
         out["kmeans"] = sum(layer["kmeans"] for layer in wq["layers"])
         if "auto_tune" in wq:
@@ -405,8 +413,11 @@ def markdown(results: list[dict[str, Any]]) -> str:
             logits = s.get("logit_cosine", s["cosine"])
             if abs(logits - s["cosine"]) > 5e-6:
                 cosine += f" (logits {logits:.5f})"
+            bits = s["bits"]
+            if s.get("bias_bits"):
+                bits += f" (+{sum(int(c.split(':')[1]) for c in s['bias_bits'].split())} biases)"
             lines.append(
-                f"| {r['model']} | {s['setting']} | {s['bits']} | {s['bytes'] / 1e6:.2f} | "
+                f"| {r['model']} | {s['setting']} | {bits} | {s['bytes'] / 1e6:.2f} | "
                 f"{s['ratio']:.2f} | {cosine} | {s.get('delta_cosine', float('nan')):.4f} "
                 f"| {bound} |"
             )

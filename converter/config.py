@@ -19,6 +19,8 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,9 @@ class CommonQuantParam:
     quant_type: str = ""  # WEIGHT_QUANT | FULL_QUANT | DYNAMIC_QUANT
     bit_num: int = 8  # 0 = mixed bit (weight quant), 1..16
     min_quant_weight_size: int = 0
-    min_quant_weight_channel: int = 16
+    # None: 16, or 1 under mixed-bit auto_tune (it measures each tensor, scales per tensor
+    # where per-channel QuantParams would cost more than they save)
+    min_quant_weight_channel: int | None = None
     skip_quant_node: list[str] = field(default_factory=list)
     debug_info_save_path: str = ""
     enable_encode: bool = True
@@ -179,6 +183,8 @@ class Config:
 def _convert(section: str, key: str, raw: str, kind: Any) -> Any:
     where = f"[{section}] {key}={raw}"
     text = raw.strip()
+    if typing.get_origin(kind) is types.UnionType:  # ``int | None``: None only by default
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
     try:
         if kind is bool:
             low = text.lower()
@@ -238,8 +244,6 @@ def load_config(path: str | os.PathLike) -> Config:
 
 
 def _field_types() -> dict[tuple[str, str], Any]:
-    import typing
-
     out: dict[tuple[str, str], Any] = {}
     for section, cls in _SECTIONS.items():
         hints = typing.get_type_hints(cls)

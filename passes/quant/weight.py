@@ -331,6 +331,7 @@ class WeightSite:
     axis: int  # output-channel axis
     op: str
     nodes: list[str]
+    bias: bool = False  # a bias mixed-bit auto_tune quantizes (one scale per tensor)
 
 
 def find_weights(
@@ -339,8 +340,13 @@ def find_weights(
     min_size: int = 0,
     min_channel: int = 16,
     skip_nodes: list[str] | tuple[str, ...] = (),
+    biases: bool = False,
 ) -> tuple[list[WeightSite], dict[str, list[str]]]:
-    """Quantizable weights (first consumer decides the axis) and skipped ones by reason."""
+    """Quantizable weights (first consumer decides the axis) and skipped ones by reason.
+
+    ``biases``: also the 1-D float bias (:data:`BIAS_INPUTS`) of every node whose
+    weight is quantized, listed after the weights (mixed-bit auto_tune's sites).
+    """
     sites: dict[int, WeightSite] = {}
     skipped: dict[str, list[str]] = {}
     blocked: set[int] = set()
@@ -372,7 +378,33 @@ def find_weights(
                 sites[id(v)].nodes.append(node.name)
             else:
                 sites[id(v)] = WeightSite(v, axis, node.op, [node.name])
+    weights = list(sites.values())
+    if biases:
+        for s in weights:
+            for node in s.value.consumers():
+                b = _bias_of(node)
+                if b is None or id(b) in blocked or b.quant is not None or b.const.size < min_size:
+                    continue
+                if id(b) in sites:
+                    if node.name not in sites[id(b)].nodes:
+                        sites[id(b)].nodes.append(node.name)
+                else:
+                    sites[id(b)] = WeightSite(b, 0, node.op, [node.name], bias=True)
     return list(sites.values()), skipped
+
+
+BIAS_INPUTS = {"Conv": 2, "ConvAct": 2, "ConvTranspose": 2, "FusedConv": 2, "MatMulAct": 2,
+               "Gemm": 2}  # fmt: skip
+"""Ops whose 1-D bias input mixed-bit auto_tune quantizes along with their weight."""
+
+
+def _bias_of(node: Node) -> Value | None:
+    """``node``'s constant 1-D float bias, if it has one."""
+    i = BIAS_INPUTS.get(node.op)
+    b = node.inputs[i] if i is not None and i < len(node.inputs) else None
+    if b is None or b.const is None or b.const.ndim != 1 or b.dtype not in _FLOATS:
+        return None
+    return b
 
 
 # -- stored size ---------------------------------------------------------------------------------
@@ -420,11 +452,16 @@ def quantize_weights(
     bits = int(common.get("bit_num", 8))
     if not 0 <= bits <= 16:
         raise ValueError(f"bit_num={bits}: must be 0 (mixed bit) or 1..16")
+    # mixed-bit auto_tune measures what every tensor costs and does to the outputs, so
+    # it needs no channel-count rule of thumb (unless one is set) and takes biases too
+    mixed_auto = bits == 0 and bool(mixed_bit.get("auto_tune"))
+    min_channel = common.get("min_quant_weight_channel")
     sites, skipped = find_weights(
         graph,
         min_size=int(common.get("min_quant_weight_size", 0)),
-        min_channel=int(common.get("min_quant_weight_channel", 16)),
+        min_channel=int((1 if mixed_auto else 16) if min_channel is None else min_channel),
         skip_nodes=list(common.get("skip_quant_node", [])),
+        biases=mixed_auto and not weight.get("bias_correction"),
     )
     per_channel = bool(weight.get("per_channel", True))
     opts = {"symmetric": bool(weight.get("symmetric", True)), "kmeans": bool(weight.get("kmeans"))}
@@ -661,6 +698,7 @@ def _report(
                 "tensor": s.value.name,
                 "nodes": s.nodes,
                 "op": s.op,
+                "input": "bias" if s.bias else "weight",
                 "shape": list(w.shape),
                 "axis": q.axis,
                 "bits": q.bits,
@@ -974,11 +1012,13 @@ def _auto_tune(
         if len(widths) == 1:  # fixed width: probe the coarser choice, one scale per tensor
             probe = rounding.quantize(i, None, widths[0][0], False)
         else:
-            probe = rounding.quantize(i, s.axis if per_channel else None, PROBE_BITS, False)
+            axis = s.axis if per_channel and not s.bias else None
+            probe = rounding.quantize(i, axis, PROBE_BITS, False)
         err = rounding.error(i, probe.dequant)
         sensitivity[i] = max(output_error({i: probe.dequant}), 1e-12) / max(err, 1e-30)
     options = [
-        _options(i, s.axis, widths, per_channel, encode, rounding) for i, s in enumerate(sites)
+        _options(i, s.axis, widths, per_channel and not s.bias, encode, rounding)
+        for i, s in enumerate(sites)
     ]
     allowed = 1.0 - target_cosine
     search = _Search(options, sensitivity, allowed, say=say)

@@ -28,6 +28,9 @@ def test_mindspore_weight_quant_config_reads_unchanged(tmp_path: Path):
     assert cfg.common_quant_param.quant_type == "WEIGHT_QUANT"
     assert cfg.common_quant_param.bit_num == 0
     assert cfg.common_quant_param.skip_quant_node == ["a", "b"]
+    assert cfg.common_quant_param.min_quant_weight_channel == 16
+    unset = load_config(_write(tmp_path, "[common_quant_param]\nbit_num=0\n"))
+    assert unset.common_quant_param.min_quant_weight_channel is None  # the pass decides
     assert cfg.mixed_bit_weight_quant_param.init_scale == pytest.approx(0.005)
     assert cfg.present == {"common_quant_param", "mixed_bit_weight_quant_param"}
     assert cfg.full_quant_param.activation_quant_method == "MAX_MIN"  # default
@@ -53,6 +56,7 @@ def test_calibrate_path_and_lists(tmp_path: Path):
         ("[common_quant_param]\nbitnum=8\n", "no key 'bitnum'"),
         ("[common_quant_param]\nbit_num=eight\n", "expected an integer"),
         ("[common_quant_param]\nbit_num=17\n", "bit_num=17"),
+        ("[common_quant_param]\nmin_quant_weight_channel=x\n", "expected an integer"),
         ("[full_quant_param]\nactivation_quant_method=FOO\n", "activation_quant_method"),
         ("not an ini file", "config file"),
     ],

@@ -409,3 +409,41 @@ def test_auto_tune_with_gptq_rounding_reaches_the_target_in_fewer_bytes():
     assert gptq["gptq"] == {"layers": 1, "nearest": 3}
     assert gptq["stored_bytes"] <= reports["nearest"]["stored_bytes"]
     assert cosines["gptq"] > 0.99
+
+
+def test_mixed_bit_auto_tune_takes_biases_and_few_channel_weights(tmp_path):
+    """bit_num=0 auto_tune: with min_quant_weight_channel unset, the 8-channel depthwise
+    weights and every conv's bias are sites too (biases one scale per tensor); the file
+    stores their codes and reads back the same floats. Fixed widths keep biases float."""
+    from converter.ms import read_ms, write_ms
+
+    common = {k: v for k, v in _common(bit_num=0).items() if k != "min_quant_weight_channel"}
+    mixed = {**MIXED, "auto_tune": True, "target_cosine": 0.99}
+    g = _depthwise_chain(channels=8)
+    feeds = {"x": np.random.default_rng(5).standard_normal((1, 8, 12, 12)).astype(np.float32)}
+    ref = _run(g, feeds)
+    report = quantize_weights(g, common=common, mixed_bit=mixed, weight={})
+    kinds = {layer["tensor"]: layer["input"] for layer in report["layers"]}
+    assert kinds == {**{f"w{i}": "weight" for i in range(6)}, **{f"b{i}": "bias" for i in range(6)}}
+    assert all(layer["axis"] is None for layer in report["layers"] if layer["input"] == "bias")
+    assert report["auto_tune"]["met"] and not report["skipped"]
+    assert _cos(ref["r5"], _run(g, feeds)["r5"]) > 0.98
+    write_ms(g, tmp_path / "m.ms")
+    back = {v.name: v for v in read_ms(tmp_path / "m.ms").values()}
+    mine = {v.name: v for v in g.values()}
+    for i in range(6):
+        b = back[f"b{i}"]
+        assert b.quant is not None and b.meta["quant_codes"].ndim == 1
+        assert np.array_equal(b.const, mine[f"b{i}"].const)
+    # an explicit min_quant_weight_channel applies; bias correction keeps biases float
+    explicit = {**common, "min_quant_weight_channel": 16}
+    kept = quantize_weights(_depthwise_chain(6, 8), common=explicit, mixed_bit=mixed, weight={})
+    assert kept["quantized"] == 0 and len(kept["skipped"]["min_quant_weight_channel"]) == 6
+    corrected = quantize_weights(
+        _depthwise_chain(channels=8), common=common, mixed_bit=mixed,
+        weight={"bias_correction": True}, tune_feeds=[feeds],
+    )  # fmt: skip
+    assert {layer["input"] for layer in corrected["layers"]} == {"weight"}
+    fixed_8 = {**common, "bit_num": 8}
+    fixed = quantize_weights(_depthwise_chain(6, 8), common=fixed_8, mixed_bit=MIXED, weight={})
+    assert fixed["quantized"] == 0 and len(fixed["skipped"]["min_quant_weight_channel"]) == 6

@@ -168,8 +168,9 @@ class _Reader:
         clusters = np.asarray(clusters, dtype=np.float32) if clusters else None
         try:
             flat = decode_codes(
-                buf, t["weightQuantCompressType"], quant.num_bits, count, dtype.numpy
-            )
+                buf, t["weightQuantCompressType"], quant.num_bits, count, dtype.numpy,
+                bare=self.meta.get("lcz_magic", True) is False,
+            )  # fmt: skip
             codes = flat.reshape(shape)
             floats = dequantize(
                 codes, quant.scale, quant.zero_point, quant.axis, quant.num_bits,

@@ -45,6 +45,7 @@ import numpy as np
 from converter.ms import attrs as attr_codec
 from converter.ms.codec import (
     COMPRESS_TYPES,
+    bare_lcz,
     code_dtype,
     dequantize,
     encode_codes,
@@ -248,6 +249,7 @@ class _Writer:
             if coded is not None:
                 self.coded[i] = coded
         self._pool_ans()
+        self._bare_lcz()
         khwc = khwc_weights(self.plan.nodes)  # NHWC conv weights are stored KHWC
         self.khwc = {
             i for i, v in enumerate(self.plan.values) if id(v) in khwc and i not in self.coded
@@ -264,6 +266,15 @@ class _Writer:
         ]  # fmt: skip
         for k, payload in pooled_ans(items).items():
             self.coded[fse[k]].payload = payload
+
+    def _bare_lcz(self) -> None:
+        """Store the entropy-coded payloads from their form byte on (codec.bare_lcz); the
+        metadata's ``lcz_magic: false`` tells readers (files before it hold the magic)."""
+        fse = [c for c in self.coded.values() if c.kind == "FSE"]
+        for c in fse:
+            c.payload = bare_lcz(c.payload)
+        if fse:
+            self.meta["lcz_magic"] = False
 
     def payload(self, i: int) -> np.ndarray | bytes:
         """The bytes stored for constant ``i`` (its codes when weight-quantized)."""

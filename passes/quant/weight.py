@@ -8,11 +8,19 @@ weights), LSTM / GRU / RNN and their merged-output forms (inputs W and R) and
 Gather tables (input data, rank >= 2), unless the tensor has fewer than
 ``min_quant_weight_size`` elements or fewer than ``min_quant_weight_channel``
 channels, a consumer is named in ``skip_quant_node``, it already carries
-quantization parameters, or it is not float. Biases and everything else stay
-float. The quantization axis (one scale per slice, ``per_channel=true``) is the
-output channel: axis 0 of Conv weights (OIHW), axis 1 of ConvTranspose (IOHW)
-and of LSTM/GRU/RNN weights ([dirs, gates*hidden, in]), the last axis of MatMul
-B, Gemm B's N axis (0 when ``transB``), and the last (hidden) axis of Gather
+quantization parameters, or it is not float. ``min_quant_weight_channel``
+defaults to 16 (MindSpore Lite's), except under mixed-bit auto_tune (``bit_num=0``,
+``auto_tune=true``), where it applies only when set: auto_tune measures each
+tensor's cost and effect and takes one scale per tensor where per-channel
+QuantParams would cost more than they save. Mixed-bit auto_tune also quantizes the
+1-D float biases (:data:`BIAS_INPUTS`) of the nodes whose weights it quantizes,
+one scale per tensor, in the same search (not with ``bias_correction``, which
+rewrites them afterwards): on PP-OCR's direction classifier (0.53 MB) float biases
+and few-channel weights took as many bytes as the quantized weights. Otherwise
+biases and everything else stay float. The quantization axis (one scale per slice,
+``per_channel=true``) is the output channel: axis 0 of Conv weights (OIHW), axis 1
+of ConvTranspose (IOHW) and of LSTM/GRU/RNN weights ([dirs, gates*hidden, in]),
+the last axis of MatMul B, Gemm B's N axis (0 when ``transB``), and the last (hidden) axis of Gather
 tables (per row would store one QuantParam per vocabulary entry).
 
 Codes, for ``b`` bits (``q`` signed, ``real = scale[c] * (q - zero_point[c])``)

@@ -623,3 +623,23 @@ def test_8_and_16_bit_codes_are_entropy_coded_only_when_it_pays(bits):
     noise = rng.integers(-hi - 1, hi + 1, 50_000).astype(dtype)  # incompressible: stays raw
     assert encode_codes(noise, bits, entropy=True)[1] == "NONE"
     assert encode_codes(trained, bits, entropy=False)[1] == "NONE"
+
+
+def test_files_store_lcz1_without_its_magic_and_older_files_still_read(tmp_path: Path, monkeypatch):
+    from converter.ms import writer
+
+    w = np.random.default_rng(2).standard_normal((256, 64)).astype(np.float32)
+    write_ms(_graph(w, 1, 4, encode=True), tmp_path / "new.ms")
+    t = _tensor_table(tmp_path / "new.ms", "W")
+    data = (tmp_path / "new.ms").read_bytes()
+    stored = data[t["data"].offset : t["data"].offset + t["data"].length]
+    codes = _weights(tmp_path / "new.ms").meta["quant_codes"]
+    assert t["weightQuantCompressType"] == 3 and not stored.startswith(b"LCZ1")
+    assert b"LCZ1" + stored == lcz_encode(codes, 4).tobytes()  # the same payload, 4 B less
+    # a file written before: the magic kept, no lcz_magic key
+    monkeypatch.setattr(writer._Writer, "_bare_lcz", lambda self: None)
+    write_ms(_graph(w, 1, 4, encode=True), tmp_path / "old.ms")
+    assert _tensor_table(tmp_path / "old.ms", "W")["data"].length == len(stored) + 4
+    old = _weights(tmp_path / "old.ms")
+    assert np.array_equal(old.meta["quant_codes"], codes)
+    assert np.array_equal(old.const, _weights(tmp_path / "new.ms").const)

@@ -146,6 +146,9 @@ def test_every_lcz_form_round_trips_at_every_width(bits: int):
     seen = set()
     for codes in (uniform, sparse, edges, gaussian):
         forms = codec._forms(codes, bits, max_ans_symbols=1 << 40, every=True)
+        escaped = [f for f in forms[2:] if f[4] == FORM_DENSE]  # the escaped layout, if any
+        assert all(f[5] == 3 for f in escaped) and len(escaped) <= 1
+        forms = [f for f in forms if f not in escaped]
         assert [f[4] for f in forms[:2]] == [FORM_DENSE, FORM_MASK] and len(forms) == 4
         assert forms[3][4] == FORM_PARAM
         seen.update(f[4] for f in forms)
@@ -643,3 +646,71 @@ def test_files_store_lcz1_without_its_magic_and_older_files_still_read(tmp_path:
     old = _weights(tmp_path / "old.ms")
     assert np.array_equal(old.meta["quant_codes"], codes)
     assert np.array_equal(old.const, _weights(tmp_path / "new.ms").const)
+
+
+def _skewed(rng: np.random.Generator, n: int, bits: int, symbols: int, tail: float) -> np.ndarray:
+    """``symbols`` codes around 0: a few carry most of the mass, the rest share ``tail``."""
+    half = 1 << (bits - 1)
+    values = np.arange(symbols) - symbols // 2
+    p = np.exp(-np.abs(values) * 1.3)
+    p /= p.sum()
+    p = np.where(np.abs(values) > 3, tail / np.sum(np.abs(values) > 3), p * (1 - tail))
+    p /= p.sum()
+    return np.clip(rng.choice(values, n, p=p), -half, half - 1).astype(code_dtype(bits))
+
+
+def _spec_escaped(payload: bytes, bits: int, n: int) -> np.ndarray:
+    """docs/format.md's escaped-ranks layout decoded by hand (form 0, layout byte 3)."""
+    import zstandard
+
+    def varint(pos):
+        value = shift = 0
+        while True:
+            byte = payload[pos]
+            value |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if byte < 0x80:
+                return value, pos
+
+    assert payload[:4] == b"LCZ1" and payload[4] == FORM_DENSE and payload[5] == 3
+    lo, pos = varint(6)
+    span, pos = varint(pos)
+    bitmap = payload[pos : pos + (span + 8) // 8]
+    pos += (span + 8) // 8
+    symbols = [lo + i for i in range(span + 1) if bitmap[i // 8] >> (i % 8) & 1]
+    m = payload[pos]
+    frequent = [symbols[r] for r in payload[pos + 1 : pos + 1 + m]]
+    rare = [x for x in symbols if x not in frequent]
+    escapes, pos = varint(pos + 1 + m)
+    base, k = m + 1, 1
+    while base ** (k + 1) <= 256:
+        k += 1
+    data = zstandard.ZstdDecompressor().decompress(payload[pos:])
+    main = -(-n // k)
+    assert len(data) == main + escapes
+    side = iter(data[main:])
+    out = []
+    for byte in data[:main]:
+        for j in range(k):
+            digit = byte // base**j % base
+            out.append(rare[next(side)] if digit == m else frequent[digit])
+    return np.array(out[:n]) - (1 << (bits - 1))
+
+
+@pytest.mark.parametrize(
+    ("bits", "symbols", "n"), [(5, 19, 40_001), (6, 40, 9_999), (8, 30, 30_001)]
+)
+def test_escaped_ranks_put_two_or_more_codes_in_a_byte(bits: int, symbols: int, n: int):
+    codes = _skewed(np.random.default_rng(bits), n, bits, symbols, tail=0.02)
+    forms = codec._forms(codes, bits, 0)  # zstd forms only
+    escaped = [f for f in forms if f[4] == FORM_DENSE and f[5] == 3]
+    assert len(escaped) == 1 and _decodes_to(escaped[0], bits, codes)
+    assert np.array_equal(_spec_escaped(escaped[0], bits, n), codes)
+    plain = next(f for f in forms if f[4] == FORM_DENSE and f[5] != 3)
+    assert len(escaped[0]) < 0.96 * len(plain)  # one code a byte loses against two or more
+    assert len(escaped[0]) <= 1.05 * entropy_bound_bytes(codes) + 40
+    assert len(lcz_encode(codes, bits, 0)) == min(len(f) for f in forms)
+    bad = bytearray(escaped[0])
+    bad[-20] ^= 0x40  # zstd's checksum or the side-stream check catches it
+    with pytest.raises(ValueError):
+        lcz_decode(bytes(bad), bits, n)

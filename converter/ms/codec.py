@@ -21,10 +21,11 @@ A weight-quantized tensor is stored as its integer codes ``q`` (signed, in
   - *zstd, dense*: the codes as bytes in one zstd frame (:class:`_Layout`:
     ``8 // b`` codes per byte, or the ranks of the few codes that occur as
     base-``k`` digits, or those of the most frequent ones with an escape digit
-    for the rest, which follow in a side stream, or from 9 bits two byte planes). zstd's Huffman literal
-    coder gets within about 1-2% of the bound while its byte symbols carry a
-    few bits each, and these forms decode at 0.3-1 ns per code up to 8 bits
-    (3.5 ns from 9 bits), where bit-unpacking takes 7-8 ns.
+    for the rest, which follow in a side stream, or from 9 bits two byte
+    planes). zstd's Huffman literal coder gets within about 1-2% of the bound
+    while its byte symbols carry a few bits each, and these forms decode at
+    0.3-1 ns per code up to 8 bits (escaped ranks about 4 ns, 3.5 ns from 9
+    bits), where bit-unpacking takes 7-8 ns.
   - *zstd, mask*: a bit mask of the codes that differ from the most frequent
     one, then those codes, one zstd block each: Huffman cannot spend less than
     a bit on a byte, so a dominant byte value would cost it dearly.

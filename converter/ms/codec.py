@@ -392,23 +392,18 @@ class _Layout:
         raw: np.ndarray, symbols: np.ndarray, bits: int, count: int, k: int
     ) -> np.ndarray:
         """Bytes of ``k`` base-``len(symbols)`` digits -> the signed codes they rank."""
-        base = symbols.size
-        if raw.size and int(raw.max()) >= base**k:
-            raise ValueError("entropy-coded payload has a byte beyond its rank digits")
         signed = (symbols - _offset(bits)).astype(code_dtype(bits))
-        digits = (np.arange(base**k)[:, None] // base ** np.arange(k)) % base
-        rows = np.ascontiguousarray(signed[digits]).view(np.dtype((np.void, k * signed.itemsize)))
+        rows = np.ascontiguousarray(signed[_digit_table(raw, symbols.size, k)])
+        rows = rows.view(np.dtype((np.void, k * signed.itemsize)))
         return rows.reshape(-1)[raw].view(signed.dtype)[:count]
 
     def _escaped_codes(self, raw: np.ndarray, bits: int, count: int, k: int) -> np.ndarray:
         assert self.symbols is not None and self.frequent is not None
-        _, rare = self._digits()
+        digit, rare = self._digits()
         base = self.frequent.size + 1
         main = -(-count // k)
-        if main and int(raw[:main].max()) >= base**k:
-            raise ValueError("entropy-coded payload has a byte beyond its rank digits")
-        table = (np.arange(base**k)[:, None] // base ** np.arange(k)) % base
-        rows = np.ascontiguousarray(table.astype(np.uint8)).view(np.dtype((np.void, k)))
+        table = _digit_table(raw[:main], base, k).astype(np.uint8)
+        rows = np.ascontiguousarray(table).view(np.dtype((np.void, k)))
         digits = rows.reshape(-1)[raw[:main]].view(np.uint8)[:count]
         escaped = digits == base - 1
         side = raw[main:]
@@ -419,8 +414,16 @@ class _Layout:
         signed = (self.symbols - _offset(bits)).astype(code_dtype(bits))
         lut = np.append(signed[self.frequent], signed[0])  # the escape's entry is overwritten
         out = lut[digits]
-        out[escaped] = signed[np.searchsorted(self.symbols, rare)][side]
+        out[escaped] = signed[digit == base - 1][side]
         return out
+
+
+def _digit_table(raw: np.ndarray, base: int, k: int) -> np.ndarray:
+    """Byte value -> its ``k`` base-``base`` digits, least significant first (ValueError if
+    ``raw`` holds a byte that ``k`` such digits cannot make)."""
+    if raw.size and int(raw.max()) >= base**k:
+        raise ValueError("entropy-coded payload has a byte beyond its rank digits")
+    return (np.arange(base**k)[:, None] // base ** np.arange(k)) % base
 
 
 def _zigzag(u: np.ndarray, bits: int, center: int) -> np.ndarray:

@@ -137,7 +137,13 @@ from typing import Any
 
 import numpy as np
 
-from converter.ms.codec import RAW_MIN_GAIN, code_dtype, dequantize, lcz_size_estimate
+from converter.ms.codec import (
+    RAW_MIN_GAIN,
+    code_dtype,
+    dequantize,
+    entropy_bound_bytes,
+    lcz_size_estimate,
+)
 from ir import DataType, Graph, Node, QuantParams, Value
 from passes.quant import kmeans
 
@@ -417,12 +423,10 @@ def _bias_of(node: Node) -> Value | None:
 
 # -- stored size ---------------------------------------------------------------------------------
 def entropy_bytes(codes: np.ndarray, bits: int) -> float:
-    """Order-0 entropy of ``codes`` times their count, in bytes (bincount, no sort)."""
-    counts = np.bincount(codes.reshape(-1).astype(np.int64) + (1 << (bits - 1)))
-    counts = counts[counts > 0]
-    if counts.size <= 1:
-        return 0.0
-    return float((counts * np.log2(counts.sum() / counts)).sum() / 8)
+    """Order-0 entropy of ``codes`` times their count, in bytes (``bits``-bit codes; the
+    bound :func:`converter.ms.codec.entropy_bound_bytes` reports for the written file)."""
+    code_dtype(bits)  # a width codes can have
+    return entropy_bound_bytes(codes)
 
 
 def stored_bytes(q: Quantized, encode: bool = True) -> float:
@@ -1258,8 +1262,9 @@ def _realize(
 
 
 # -- bias correction -------------------------------------------------------------------------
-BIAS_INPUT = {"Conv": 2, "ConvAct": 2, "MatMulAct": 2}
-"""Ops whose quantized weight's error bias correction folds into their bias input."""
+_CORRECTED = ("Conv", "ConvAct", "MatMulAct")
+"""Ops whose quantized weight's error bias correction folds into their bias input
+(:data:`BIAS_INPUTS` says which input that is)."""
 
 
 def correct_biases(
@@ -1281,7 +1286,7 @@ def correct_biases(
     targets = []
     for s in sites:
         users = s.value.consumers()
-        if len(users) != 1 or users[0].op not in BIAS_INPUT or users[0].graph is not graph:
+        if len(users) != 1 or users[0].op not in _CORRECTED or users[0].graph is not graph:
             continue
         node = users[0]
         if node.inputs[1] is not s.value or node.inputs[0] is None:
@@ -1303,7 +1308,7 @@ def correct_biases(
         if mf is None:
             continue
         shift = _mean_pre_activation(node, np.asarray(w, np.float64) - v.const, mf)
-        i = BIAS_INPUT[node.op]
+        i = BIAS_INPUTS[node.op]
         old = node.input(i)
         base = np.zeros(shift.shape[0], np.float32) if old is None else old.const
         if base is None or base.shape != shift.shape:

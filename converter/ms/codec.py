@@ -43,6 +43,13 @@ A weight-quantized tensor is stored as its integer codes ``q`` (signed, in
     many distinct codes is most of the excess over the bound (an 800-code 8-bit
     depthwise kernel of PP-OCR's classifier: 94 bytes over a 498-byte bound
     with the table, 35 with the shape). Same rANS budget.
+  - *range coded, slice classes* (:class:`_ClassModel`): the codes one by one
+    under the counts of their slice's class (slices along one axis, grouped by
+    k-means; one class: a count table of a byte a count), with constriction's
+    range coder, whose last word is cut to the bytes the codes need. Per-channel
+    scales make slices differ, so classes code below the order-0 bound (PP-OCR's
+    classifier's 1x1 kernels: up to 17%), and one class adds about ``k + 2`` bytes
+    for ``k`` codes where forms 2 and 4 add 11-12. Same budget.
 
   Payloads of the previous version (rANS, magic ``LCA1``) are still read
   (:func:`ans_decode`).
@@ -98,7 +105,8 @@ ANS_POOL_MIN_LOSS = 0.02
 _ANS_GAIN_FLOOR_BYTES = 24  # about what a rANS form adds to the bound (header, model, flush)
 _HEADER = struct.Struct("<4sIBBHIII")  # LCA1: magic, n, bits, table kind, reserved, chunk, ...
 
-_ZSTD_DENSE, _ZSTD_MASK, _ANS_DIRECT, _ANS_SPARSE, _ANS_PARAM = range(5)  # LCZ1 form byte
+# LCZ1 form byte
+_ZSTD_DENSE, _ZSTD_MASK, _ANS_DIRECT, _ANS_SPARSE, _ANS_PARAM, _RANGE_CLASSES = range(6)
 _MAX_GAP_LOG = 12  # sparse rANS: gap alphabet at most 2**12 + 1 symbols
 _ZSTD_PARAMS = {
     "strategy": "STRATEGY_FAST",
@@ -1033,6 +1041,246 @@ def _param_decode(raw: np.ndarray, bits: int, n: int) -> np.ndarray:
     return (x + (model.lo - 1 - _offset(bits))).astype(code_dtype(bits))
 
 
+# -- LCZ1: range coding under slice classes (form 5) ---------------------------------------------
+_CLASS_TRIES = (2, 3, 4, 6, 8)
+"""How many classes form 5 tries on each axis (the writer's choice; the format allows 64)."""
+_MAX_SLICES = 4096
+"""Form 5 considers an axis with at most this many slices."""
+_KMEANS_ROUNDS = 12
+_MAX_CLASS_SPAN = 256
+"""Form 5 is tried on codes spanning fewer positions (each class stores a weight for each):
+wider ranges are form 4's."""
+
+
+def _varint_bytes(values: np.ndarray) -> np.ndarray:
+    """LEB128 length of each value."""
+    v = np.asarray(values, np.int64)
+    return 1 + (v >= 1 << 7) + (v >= 1 << 14) + (v >= 1 << 21) + (v >= 1 << 28)
+
+
+def _coarse_weights(counts: np.ndarray) -> tuple[np.ndarray, float]:
+    """Class weights for ``counts`` (zero stays zero, others >= 1): the rounding of
+    ``counts / d`` whose varints plus the bits the counts then cost is least. Returns the
+    weights and that total in bytes. Counts of a few thousand codes need no more than a
+    byte each: a count's sampling noise, about its square root, is what precision beyond
+    that would pay for (the two-part code's ``(k - 1) / 2 * log2(n)`` bits)."""
+    c = counts.astype(np.float64)
+    top = float(c.max())
+    steps = np.unique(np.concatenate([[1.0], np.exp(np.linspace(0.0, np.log(top), 48))]))
+    w = np.where(c > 0, np.maximum(1.0, np.round(c / steps[:, None])), 0.0)
+    head = _varint_bytes(w).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bits = -(c * np.where(c > 0, np.log2(w / w.sum(axis=1, keepdims=True)), 0.0)).sum(1)
+    total = head + bits / 8
+    i = int(np.argmin(total))
+    return w[i].astype(np.int64), float(total[i])
+
+
+def _class_split(hist: np.ndarray, m: int) -> np.ndarray:
+    """Labels grouping the rows of ``hist`` (slices x positions) into at most ``m`` classes
+    whose pooled histograms code them in the fewest bits: k-means under cross-entropy,
+    started from quantiles of each slice's share of the tensor's most frequent position."""
+    rows = hist.sum(axis=1)
+    share = hist[:, int(np.argmax(hist.sum(axis=0)))] / np.maximum(rows, 1)
+    order = np.argsort(share, kind="stable")
+    cum = np.cumsum(rows[order])
+    labels = np.empty(hist.shape[0], np.int64)
+    labels[order] = np.minimum((cum - 1) * m // max(int(cum[-1]), 1), m - 1)
+    for _ in range(_KMEANS_ROUNDS):
+        pooled = np.zeros((m, hist.shape[1]))
+        np.add.at(pooled, labels, hist)
+        logp = np.log2((pooled + 0.5) / (pooled.sum(axis=1, keepdims=True) + 0.5 * hist.shape[1]))
+        new = np.argmin(-(hist @ logp.T), axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+    return np.unique(labels, return_inverse=True)[1].reshape(-1)
+
+
+@dataclass(frozen=True)
+class _ClassModel:
+    """Form 5's model (docs/format.md): positions ``x = u - lo`` (0 .. ``span``); code ``i``
+    belongs to slice ``(i // inner) % slices`` and so to class ``labels[slice]``; each class
+    codes its positions under its own ``weights`` row."""
+
+    lo: int
+    span: int
+    weights: np.ndarray  # classes x (span + 1), int64
+    inner: int = 1
+    labels: np.ndarray | None = None  # per slice (None: one class)
+
+    def header(self, bits: int) -> bytes:
+        classes = self.weights.shape[0]
+        head = _varints(np.array([self.lo | self.span << bits | (classes - 1) << 2 * bits]))
+        if self.labels is not None:
+            head += _varints(np.array([self.inner, self.labels.size]))
+            head += _label_bits(self.labels, self.weights.shape[0])
+        return head + _varints(self.weights.reshape(-1))
+
+    def classes(self, n: int) -> np.ndarray | None:
+        """Each code's class (None: one class)."""
+        if self.labels is None:
+            return None
+        return self.labels[(np.arange(n) // self.inner) % self.labels.size]
+
+
+def _label_width(classes: int) -> int:
+    return max(1, int(classes - 1).bit_length())
+
+
+def _label_bits(labels: np.ndarray, classes: int) -> bytes:
+    """Labels as ``_label_width`` bits each, LSB-first (bit packing's order)."""
+    width = _label_width(classes)
+    planes = (labels[:, None] >> np.arange(width)) & 1
+    return np.packbits(planes.reshape(-1).astype(np.uint8), bitorder="little").tobytes()
+
+
+def _class_models(codes_shape: tuple[int, ...], x: np.ndarray, lo: int, span: int, bits: int):
+    """Candidate form 5 models of positions ``x`` with their estimated sizes (bytes of header
+    and coded bits): one class, and for each axis of 2 to :data:`_MAX_SLICES` slices the
+    splits into :data:`_CLASS_TRIES` classes."""
+    n, k = x.size, span + 1
+
+    def packed(classes: int) -> int:
+        return len(_varints(np.array([lo | span << bits | (classes - 1) << 2 * bits])))
+
+    w, cost = _coarse_weights(np.bincount(x, minlength=k))
+    yield packed(1) + cost, _ClassModel(lo, span, w[None, :])
+    for axis, slices in enumerate(codes_shape):
+        if not 2 <= slices <= min(_MAX_SLICES, n // 2):  # a slice of one code: a label each
+            continue
+        inner = int(np.prod(codes_shape[axis + 1 :], dtype=np.int64))
+        slice_of = (np.arange(n) // inner) % slices
+        hist = np.bincount(slice_of * k + x, minlength=slices * k).reshape(slices, k)
+        fixed = len(_varints(np.array([inner, slices])))
+        for m in _CLASS_TRIES:
+            if m >= slices:
+                break
+            labels = _class_split(hist, m)
+            used = int(labels.max()) + 1
+            if used < 2:
+                continue
+            rows = [_coarse_weights(hist[labels == c].sum(axis=0)) for c in range(used)]
+            labels_bytes = -(-slices * _label_width(used) // 8)
+            total = packed(used) + fixed + labels_bytes + sum(r[1] for r in rows)
+            model = _ClassModel(lo, span, np.stack([r[0] for r in rows]), inner, labels)
+            yield total, model
+
+
+def _range_words(model: _ClassModel, x: np.ndarray) -> bytes | None:
+    """The range coder's words for ``x`` under ``model`` (big-endian), cut to the shortest
+    prefix that still decodes to ``x`` (the decoder reads zero bytes past the end), whose
+    last byte is not zero: the coder's last word holds the interval the codes end in, and
+    any value inside it will do, so one with fewer significant bytes usually does (about
+    0.4 bytes over the codes' information on average; the words as written: 2-2.5)."""
+    import constriction
+
+    cls = model.classes(x.size)
+    coder = constriction.stream.queue.RangeEncoder()
+    for c, weights in enumerate(model.weights):
+        part = x if cls is None else x[cls == c]
+        coder.encode(part.astype(np.int32), _range_model(weights))
+    full = np.asarray(coder.get_compressed(), np.uint32).astype(">u4").tobytes()
+    for size in range(max(0, len(full) - 8), len(full) + 1):
+        head = bytearray(full[:size])
+        tries = [bytes(head)]
+        if size and head[-1] < 255:
+            head[-1] += 1
+            tries.append(bytes(head))
+        for body in tries:
+            if body and body[-1] == 0:
+                continue
+            try:
+                if np.array_equal(_range_read(model, np.frombuffer(body, np.uint8), x.size), x):
+                    return body
+            except ValueError:
+                pass
+    return None  # not seen: ``full`` itself decodes
+
+
+def _range_model(weights: np.ndarray):  # constriction.stream.model.Categorical
+    import constriction
+
+    return constriction.stream.model.Categorical(weights.astype(np.float64), perfect=False)
+
+
+def _range_read(model: _ClassModel, body: np.ndarray, n: int) -> np.ndarray:
+    """Positions ``x`` of form 5's range-coded ``body`` (ValueError if malformed)."""
+    import constriction
+
+    padded = np.concatenate([body, np.zeros(-body.size % 4 + 8, np.uint8)])
+    coder = constriction.stream.queue.RangeDecoder(padded.view(">u4").astype(np.uint32))
+    cls = model.classes(n)
+    x = np.empty(n, np.int64)
+    for c, weights in enumerate(model.weights):
+        where = slice(None) if cls is None else cls == c
+        count = n if cls is None else int(np.count_nonzero(where))
+        try:
+            part = coder.decode(_range_model(weights), count)
+        except AssertionError as err:  # constriction's check of the coder's state
+            raise ValueError("range-coded payload is malformed") from err
+        if count and not weights[part].all():
+            raise ValueError("range-coded payload holds codes its class does not have")
+        x[where] = part
+    return x
+
+
+def _class_form(codes: np.ndarray, s: _Stats, bits: int) -> bytes | None:
+    """LCZ1 form 5 (None with fewer than two occurring codes or a span of
+    :data:`_MAX_CLASS_SPAN` or more): the candidate model with the least estimated size,
+    range coded."""
+    lo = int(s.symbols[0]) if s.symbols.size else 0
+    span = int(s.symbols[-1]) - lo if s.symbols.size else 0
+    if not 1 <= span < _MAX_CLASS_SPAN:
+        return None
+    x = s.u - lo
+    shape = tuple(int(d) for d in codes.shape) or (x.size,)
+    _, model = min(_class_models(shape, x, lo, span, bits), key=lambda t: t[0])
+    body = _range_words(model, x)
+    if body is None:
+        return None
+    return LCZ_MAGIC + bytes([_RANGE_CLASSES]) + model.header(bits) + body
+
+
+def _read_class_model(raw: np.ndarray, bits: int, n: int) -> tuple[_ClassModel, int]:
+    """Inverse of :meth:`_ClassModel.header` (at byte 5); validates against ``bits`` and ``n``."""
+    packed, pos = _read_varint(raw, 5)
+    mask = (1 << bits) - 1
+    lo, span, classes = packed & mask, packed >> bits & mask, (packed >> 2 * bits) + 1
+    if span < 1 or lo + span >= 1 << bits or classes > 64:  # noqa: PLR2004
+        raise ValueError(f"range-coded payload has a bad {bits}-bit code range or classes")
+    inner, labels = 1, None
+    if classes > 1:
+        inner, pos = _read_varint(raw, pos)
+        slices, pos = _read_varint(raw, pos)
+        if not inner or slices < 2 or n % (inner * slices):
+            raise ValueError("range-coded payload's slices do not divide the tensor")
+        width = _label_width(classes)
+        end = pos + -(-slices * width // 8)
+        if end > raw.size:
+            raise ValueError("range-coded payload is truncated")
+        planes = np.unpackbits(raw[pos:end], count=slices * width, bitorder="little")
+        labels = (planes.reshape(slices, width).astype(np.int64) << np.arange(width)).sum(1)
+        if labels.max() >= classes or np.unique(labels).size != classes:
+            raise ValueError("range-coded payload's slice classes are malformed")
+        pos = end
+    flat, used = _read_varints(raw[pos:], classes * (span + 1))
+    weights = flat.reshape(classes, span + 1)
+    pos += used
+    if not weights.any(axis=1).all():
+        raise ValueError("range-coded payload has a class without codes")
+    return _ClassModel(lo, span, weights, inner, labels), pos
+
+
+def _class_decode(raw: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """The signed codes of a form 5 payload (ValueError if malformed)."""
+    model, pos = _read_class_model(raw, bits, n)
+    if pos < raw.size and not raw[-1]:
+        raise ValueError("range-coded payload ends in a zero byte")
+    x = _range_read(model, raw[pos:], n)
+    return (x + (model.lo - _offset(bits))).astype(code_dtype(bits))
+
+
 # -- LCZ1: choosing and reading a form --------------------------------------------------------
 def _zstd_dense(s: _Stats, bits: int, layout: _Layout) -> bytes:
     head = bytes([_ZSTD_DENSE]) + layout.header()
@@ -1070,10 +1318,10 @@ def _forms(
     plan = _ans_plan(s, max_ans_symbols) if n else None
     if plan is not None:
         forms.append(_ans_form(s, plan))
-    if 0 < n <= max_ans_symbols:  # form 4 takes one rANS symbol per code
-        param = _param_form(s)
-        if param is not None:
-            forms.append(param)
+    if 0 < n <= max_ans_symbols:  # forms 4 and 5 take one rANS or range symbol per code
+        for form in (_param_form(s), _class_form(codes, s, bits)):
+            if form is not None:
+                forms.append(form)
     return forms
 
 
@@ -1125,7 +1373,7 @@ def pooled_ans(coded: list[tuple[np.ndarray, int, np.ndarray]]) -> dict[int, np.
         best = min(forms, key=len, default=None)
         if best is not None and len(best) < payload.size:
             out[k] = np.frombuffer(best, dtype=np.uint8)
-            budget -= codes.size if best[4] in (_ANS_DIRECT, _ANS_PARAM) else 0
+            budget -= codes.size if best[4] in (_ANS_DIRECT, _ANS_PARAM, _RANGE_CLASSES) else 0
     return out
 
 
@@ -1159,9 +1407,11 @@ def lcz_decode(buf: np.ndarray | memoryview | bytes, bits: int, count: int) -> n
     if raw.size < 5 or raw[:4].tobytes() != LCZ_MAGIC:
         raise ValueError("entropy-coded payload does not start with LCZ1")
     form = int(raw[4])
-    if form in (_ANS_DIRECT, _ANS_SPARSE, _ANS_PARAM):
+    if form in (_ANS_DIRECT, _ANS_SPARSE, _ANS_PARAM, _RANGE_CLASSES):
         if count == 0:
             raise ValueError("rANS-coded payload for an empty tensor")
+        if form == _RANGE_CLASSES:
+            return _class_decode(raw, bits, count)
         if form == _ANS_PARAM:
             return _param_decode(raw, bits, count)
         return _ans_decode_form(raw, form, bits, count)

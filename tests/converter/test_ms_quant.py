@@ -111,7 +111,7 @@ def test_bit_packing_is_lsb_first_offset_binary():
 
 
 # -- entropy coding (LCZ1; LCA1 still read) -------------------------------------------------------
-FORM_DENSE, FORM_MASK, FORM_DIRECT, FORM_SPARSE, FORM_PARAM = range(5)  # LCZ1 byte 4
+FORM_DENSE, FORM_MASK, FORM_DIRECT, FORM_SPARSE, FORM_PARAM, FORM_CLASSES = range(6)  # byte 4
 
 
 def _gaussian(rng: np.random.Generator, n: int, bits: int, sigma: float) -> np.ndarray:
@@ -149,14 +149,16 @@ def test_every_lcz_form_round_trips_at_every_width(bits: int):
         escaped = [f for f in forms[2:] if f[4] == FORM_DENSE]  # the escaped layout, if any
         assert all(f[5] == 3 for f in escaped) and len(escaped) <= 1
         forms = [f for f in forms if f not in escaped]
-        assert [f[4] for f in forms[:2]] == [FORM_DENSE, FORM_MASK] and len(forms) == 4
-        assert forms[3][4] == FORM_PARAM
+        assert [f[4] for f in forms[:2]] == [FORM_DENSE, FORM_MASK] and forms[3][4] == FORM_PARAM
+        span = int(codes.max()) - int(codes.min())
+        assert [f[4] for f in forms[4:]] == ([FORM_CLASSES] if 1 <= span < 256 else [])
         seen.update(f[4] for f in forms)
         for payload in forms:
             assert payload[:4] == b"LCZ1" and _decodes_to(payload, bits, codes), payload[4]
         best = lcz_encode(codes, bits)
         assert best.size <= len(forms[0]) and _decodes_to(best, bits, codes)
     expected = {FORM_DENSE, FORM_MASK, FORM_SPARSE, FORM_PARAM}
+    expected |= {FORM_CLASSES} if bits <= 8 else set()  # 9 bits up: these span 256 codes or more
     assert seen == expected | ({FORM_DIRECT} if bits > 1 else set())
 
 
@@ -267,15 +269,14 @@ def test_writer_pools_rans_and_the_file_round_trips(tmp_path: Path):
     np.testing.assert_allclose(got["lossy_y"], want, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("form", range(5))
+@pytest.mark.parametrize("form", range(6))
 def test_malformed_lcz_payloads_raise_value_error(form: int):
     rng = np.random.default_rng(form)
-    dense = form in (FORM_DIRECT, FORM_PARAM)
+    dense = form in (FORM_DIRECT, FORM_PARAM, FORM_CLASSES)
     codes = _gaussian(rng, 500, 5, 3.0) if dense else _sparse(rng, 5000, 5, 0.05)
     payload = next(f for f in codec._forms(codes, 5, 1 << 40, every=True) if f[4] == form)
     assert _decodes_to(payload, 5, codes)
     broken = [
-        payload[:-1],  # truncated
         payload + b"\0",  # trailing byte
         payload[:5],  # header only
         b"LCZ2" + payload[4:],  # unknown magic
@@ -284,6 +285,11 @@ def test_malformed_lcz_payloads_raise_value_error(form: int):
     for bad in broken:
         with pytest.raises(ValueError):
             lcz_decode(bad, 5, codes.size)
+    if form == FORM_CLASSES:  # a range coder reads zeros past the end, and has no check
+        assert not _decodes_or_raises(payload[:-1], 5, codes)
+        return
+    with pytest.raises(ValueError):
+        lcz_decode(payload[:-1], 5, codes.size)  # truncated
     with pytest.raises(ValueError):
         lcz_decode(payload, 5, codes.size + 1)  # a count the payload does not hold
     if form in (FORM_DENSE, FORM_MASK):  # zstd's checksum catches a flipped bit
@@ -291,6 +297,14 @@ def test_malformed_lcz_payloads_raise_value_error(form: int):
         bad[len(bad) // 2] ^= 0x10
         with pytest.raises(ValueError):
             lcz_decode(bytes(bad), 5, codes.size)
+
+
+def _decodes_or_raises(payload: bytes, bits: int, codes: np.ndarray) -> bool:
+    """Whether ``payload`` decodes to ``codes`` (False where it raises ValueError)."""
+    try:
+        return _decodes_to(payload, bits, codes)
+    except ValueError:
+        return False
 
 
 def _laplace(rng: np.random.Generator, n: int, bits: int, scale: float) -> np.ndarray:
@@ -714,3 +728,119 @@ def test_escaped_ranks_put_two_or_more_codes_in_a_byte(bits: int, symbols: int, 
     bad[-20] ^= 0x40  # zstd's checksum or the side-stream check catches it
     with pytest.raises(ValueError):
         lcz_decode(bytes(bad), bits, n)
+
+
+def _spec_classes(payload: bytes, bits: int, n: int) -> tuple[np.ndarray, int]:
+    """docs/format.md's form 5 decoded by hand: the header field by field, then constriction's
+    range decoder once per class. Returns the codes and the number of classes."""
+    import constriction
+
+    def varint(pos):
+        value = shift = 0
+        while True:
+            byte = payload[pos]
+            value |= (byte & 0x7F) << shift
+            pos, shift = pos + 1, shift + 7
+            if byte < 0x80:
+                return value, pos
+
+    assert payload[:4] == b"LCZ1" and payload[4] == FORM_CLASSES
+    packed, pos = varint(5)
+    lo, span = packed % (1 << bits), (packed >> bits) % (1 << bits)
+    classes = (packed >> 2 * bits) + 1
+    labels = [0]
+    inner = 1
+    if classes > 1:
+        inner, pos = varint(pos)
+        slices, pos = varint(pos)
+        width = (classes - 1).bit_length()
+        stream = int.from_bytes(payload[pos : pos + -(-slices * width // 8)], "little")
+        labels = [stream >> (j * width) & ((1 << width) - 1) for j in range(slices)]
+        pos += -(-slices * width // 8)
+    weights = []
+    for _ in range(classes):
+        row = []
+        for _ in range(span + 1):
+            w, pos = varint(pos)
+            row.append(w)
+        weights.append(row)
+    body = payload[pos:] + b"\0" * (-(len(payload) - pos) % 4 + 8)
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(body, ">u4").astype(np.uint32))
+    owner = [labels[(i // inner) % len(labels)] for i in range(n)]
+    out = np.zeros(n, np.int64)
+    for c, row in enumerate(weights):
+        model = constriction.stream.model.Categorical(np.array(row, np.float64), perfect=False)
+        where = [i for i in range(n) if owner[i] == c]
+        out[where] = decoder.decode(model, len(where))
+    return out + lo - (1 << (bits - 1)), classes
+
+
+def _channel_codes(rng: np.random.Generator, shape: tuple[int, ...], bits: int, axis: int):
+    """Gaussian codes whose spread differs from slice to slice along ``axis`` (per-channel
+    scales leave some input channels nearly all zero codes)."""
+    half = 1 << (bits - 1)
+    spread = np.exp(rng.uniform(-2.5, 1.0, shape[axis]))
+    spread = spread.reshape([-1 if a == axis else 1 for a in range(len(shape))])
+    codes = np.round(rng.standard_normal(shape) * spread)
+    return np.clip(codes, -half, half - 1).astype(code_dtype(bits))
+
+
+@pytest.mark.parametrize(
+    ("shape", "bits", "axis"), [((64, 50, 1, 1), 2, 1), ((48, 1, 5, 5), 4, 0), ((300, 40), 3, 1)]
+)
+def test_class_form_codes_below_the_order0_bound_where_slices_differ(shape, bits, axis):
+    """Form 5 sorts slices into classes with their own counts: where channels differ it codes
+    below the tensor's order-0 bound, and docs/format.md's description decodes it."""
+    codes = _channel_codes(np.random.default_rng(sum(shape)), shape, bits, axis)
+    payload = lcz_encode(codes, bits)
+    assert payload[4] == FORM_CLASSES and payload.size - 4 < 0.97 * entropy_bound_bytes(codes)
+    assert _decodes_to(payload, bits, codes)
+    by_hand, classes = _spec_classes(payload.tobytes(), bits, codes.size)
+    assert classes > 1 and np.array_equal(by_hand, codes.reshape(-1))
+
+
+@pytest.mark.parametrize(("n", "bits", "p"), [(200, 2, 0.1), (3000, 2, 0.04), (800, 3, 0.2)])
+def test_class_form_adds_a_few_bytes_to_the_bound_of_a_small_tensor(n: int, bits: int, p: float):
+    """The small 2- and 3-bit tensors of mixed-bit models: form byte, code range and one
+    byte a count, and the range coder's last word cut to the bytes it needs."""
+    rng = np.random.default_rng(n)
+    codes = rng.choice([-1, 0, 1], n, p=[p, 1 - 2 * p, p]).astype(np.int8)
+    payload = lcz_encode(codes, bits)
+    assert payload[4] == FORM_CLASSES and payload.size - 4 <= entropy_bound_bytes(codes) + 6.5
+    by_hand, classes = _spec_classes(payload.tobytes(), bits, n)
+    assert classes == 1 and np.array_equal(by_hand, codes) and payload[-1] != 0
+
+
+def test_malformed_class_payloads_raise_value_error():
+    rng = np.random.default_rng(5)
+    codes = _channel_codes(rng, (40, 30), 3, 1)
+    payload = lcz_encode(codes, 3).tobytes()
+    assert payload[4] == FORM_CLASSES and _decodes_to(payload, 3, codes)
+    packed, pos = codec._read_varint(np.frombuffer(payload, np.uint8), 5)
+    lo, span, classes = packed & 7, packed >> 3 & 7, (packed >> 6) + 1
+    assert classes > 1
+
+    def head(lo: int, span: int, classes: int) -> bytes:
+        return payload[:5] + codec._varints(np.array([lo | span << 3 | (classes - 1) << 6]))
+
+    inner, at = codec._read_varint(np.frombuffer(payload, np.uint8), pos)
+    bad = [
+        head(7, span, classes) + payload[pos:],  # codes beyond 3 bits
+        head(lo, 0, classes) + payload[pos:],  # span 0
+        head(lo, span, 65) + payload[pos:],  # too many classes
+        payload[:pos] + codec._varints(np.array([7])) + payload[at:],  # 7 does not divide
+        payload[: pos + 3],  # truncated labels
+    ]
+    for b in bad:
+        with pytest.raises(ValueError):
+            lcz_decode(b, 3, codes.size)
+    with pytest.raises(ValueError):
+        lcz_decode(payload, 3, codes.size + 7)  # slices that do not divide the count
+    for _ in range(200):  # any flipped bit: ValueError or codes of the right shape
+        flipped = bytearray(payload)
+        flipped[rng.integers(5, len(payload))] ^= 1 << int(rng.integers(0, 8))
+        try:
+            back = lcz_decode(bytes(flipped), 3, codes.size)
+        except ValueError:
+            continue
+        assert back.shape == (codes.size,) and back.dtype == np.int8

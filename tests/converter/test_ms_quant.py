@@ -844,3 +844,16 @@ def test_malformed_class_payloads_raise_value_error():
         except ValueError:
             continue
         assert back.shape == (codes.size,) and back.dtype == np.int8
+
+
+def test_pooled_allowance_goes_to_slice_classes_where_they_beat_zstd():
+    """A large kernel whose input channels differ: zstd codes it near its order-0 bound, the
+    pooled allowance lets form 5 code it below."""
+    rng = np.random.default_rng(11)
+    kernel = _channel_codes(rng, (384, 384), 4, 1)
+    dense = [_gaussian(rng, 150_000, 4, 3.0) for _ in range(3)]
+    items = [(c, 4, lcz_encode(c, 4)) for c in (kernel, *dense)]
+    assert items[0][2][4] in (FORM_DENSE, FORM_MASK)
+    new = codec.pooled_ans(items)
+    assert list(new) == [0] and new[0][4] == FORM_CLASSES and _decodes_to(new[0], 4, kernel)
+    assert new[0].size < 0.95 * entropy_bound_bytes(kernel) < items[0][2].size

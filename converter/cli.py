@@ -513,11 +513,12 @@ def inspect_cmd(model: str, as_json: bool, list_tensors: bool) -> None:
     for dt, b in info["weight_bytes"].items():
         click.echo(f"  {dt:<10} {b} bytes")
     if list_tensors:
-        click.echo(f"  {'tensor':<40} {'dtype':<8} {'bits':>4} {'compression':<11} stored / raw")
+        click.echo(f"  {'tensor':<40} {'dtype':<8} {'bits':>4} {'compression':<26} stored / raw")
         for c in info["constants"]:
             bits = "" if c["bits"] is None else c["bits"]
+            kind = c["compression"] + (f" ({c['coding']})" if c.get("coding") else "")
             click.echo(
-                f"  {c['name'][:40]:<40} {c['dtype']:<8} {bits:>4} {c['compression']:<11} "
+                f"  {c['name'][:40]:<40} {c['dtype']:<8} {bits:>4} {kind:<26} "
                 f"{c['stored_bytes']} / {c['raw_bytes']}"
             )
     tot = info["weight_totals"]
@@ -554,6 +555,7 @@ def summarize(graph: Any) -> dict[str, Any]:
                     **tinfo(v),
                     "bits": int(v.quant.num_bits) if coded else None,
                     "compression": kind,
+                    **({"coding": v.meta["ms_coding"]} if "ms_coding" in v.meta else {}),
                     "stored_bytes": stored,
                     "raw_bytes": raw,
                 }

@@ -78,6 +78,7 @@ __all__ = [
     "entropy_bound_bytes",
     "lcz_decode",
     "lcz_encode",
+    "lcz_form_name",
     "pooled_ans",
     "lcz_size_estimate",
     "pack_bits",
@@ -1577,6 +1578,34 @@ def bare_lcz(payload: np.ndarray) -> np.ndarray:
     if payload[:4].tobytes() != LCZ_MAGIC:
         raise ValueError("not an LCZ1 payload")
     return payload[len(LCZ_MAGIC) :]
+
+
+_FORM_NAMES = {
+    _ZSTD_DENSE: "zstd",
+    _ZSTD_MASK: "zstd mask",
+    _ANS_DIRECT: "rANS",
+    _ANS_SPARSE: "rANS runs",
+    _ANS_PARAM: "rANS shape",
+    _RANGE_CLASSES: "range",
+}
+
+
+def lcz_form_name(buf: np.ndarray | memoryview | bytes, bits: int, *, bare: bool = False) -> str:
+    """A short name of an ``FSE`` payload's LCZ1 form, for ``inspect`` (form 5 with its
+    number of classes: ``range 3 classes``); ``?`` where the payload is not LCZ1."""
+    raw = np.frombuffer(buf, dtype=np.uint8)
+    if not bare:
+        if raw[:4].tobytes() != LCZ_MAGIC:
+            return "?"
+        raw = raw[4:]
+    name = _FORM_NAMES.get(int(raw[0]), "?") if raw.size else "?"
+    if raw.size and raw[0] == _RANGE_CLASSES:
+        try:
+            classes = (_read_varint(raw, 1)[0] >> 2 * bits) + 1
+        except ValueError:
+            return name
+        name += f" {classes} classes" if classes > 1 else ""
+    return name
 
 
 def decode_codes(

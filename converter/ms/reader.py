@@ -15,7 +15,8 @@ metadata tensor; in other writers' files, int8/int16 weights read by a
 ``QUANT_WEIGHT`` CNode become float32. The Value then carries the floats as its
 constant, ``quant`` and ``meta["quant_codes"]`` (``meta["quant_clusters"]``),
 so writing it again stores the same codes. Every constant also gets
-``meta["ms_stored_bytes"]`` and ``meta["ms_compression"]`` (for ``inspect``).
+``meta["ms_stored_bytes"]`` and ``meta["ms_compression"]``, and an entropy-coded one
+``meta["ms_coding"]``, its LCZ1 form (for ``inspect``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from converter.ms.attrs import decode_attr
-from converter.ms.codec import COMPRESS_TYPES, decode_codes, dequantize
+from converter.ms.codec import COMPRESS_TYPES, decode_codes, dequantize, lcz_form_name
 from converter.ms.dtypes import decode_payload, ir_dtype
 from converter.ms.fbs import Decoder, MsFormatError, Span
 from converter.ms.primitives import decode_primitive, restore_weight
@@ -130,6 +131,9 @@ class _Reader:
             kinds = {n: k for k, n in COMPRESS_TYPES.items()}
             v.meta["ms_stored_bytes"] = len(buf)
             v.meta["ms_compression"] = kinds.get(t["weightQuantCompressType"], "NONE")
+            if v.meta["ms_compression"] == "FSE" and quant is not None:
+                bare = self.meta.get("lcz_magic", True) is False
+                v.meta["ms_coding"] = lcz_form_name(buf, quant.num_bits, bare=bare)
         v.quant = quant
         return v
 

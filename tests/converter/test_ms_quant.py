@@ -603,8 +603,11 @@ def test_convert_with_mindspore_config_then_inspect(onnx_model: Path, tmp_path: 
     coded = [c for c in info["constants"] if c["bits"] is not None]
     assert all(c["stored_bytes"] < c["raw_bytes"] / 4 for c in coded)
     assert {c["compression"] for c in coded} <= {"NONE", "BITPACKING", "FSE"}
+    forms = {c["coding"] for c in coded if c["compression"] == "FSE"}  # the LCZ1 form
+    assert forms and all(f.split()[0] in {"zstd", "rANS", "range"} for f in forms), forms
+    assert all("coding" not in c for c in coded if c["compression"] != "FSE")
     code, out, _ = _cli(["inspect", str(out_ms), "--tensors"], capsys)
-    assert "FSE" in out and "quantized tensors" in out.splitlines()[-1]
+    assert "FSE (" in out and "quantized tensors" in out.splitlines()[-1]
     code, out, _ = _cli(["inspect", str(out_ms)], capsys)
     assert "compression" not in out and "quantized tensors" in out
 

@@ -329,6 +329,7 @@ def bench_model(name: str, settings: list[str], small: bool, work: Path) -> dict
             tune = wq["auto_tune"]
             out["tuning_cosine"] = tune["trials"][tune["chosen"]]["cosine"]
             out["rounds"] = len(wq["auto_tune"]["trials"])
+            out["flipped_trials"] = sum(t["cosine"] < 0 for t in tune["trials"])  # cliff cap
         q = converter.load(path)
         got = [q.run(f) for f in feeds]
         out["cosine"] = min(_cosine(r[k], g[k]) for g, r in zip(got, refs, strict=True) for k in r)

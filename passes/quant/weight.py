@@ -182,6 +182,14 @@ TUNE_SEQUENTIAL_ROUNDS = 6
 CLIFF_FACTOR = 4.0
 """A trial whose measured output error exceeds its prediction this many times over marks
 its newly lowered tensors as more sensitive than their probe showed."""
+CLIFF_FLIP_FACTOR = 8.0
+"""...by the measured over the predicted error, but by at most this much when the output
+turned away from the reference (cosine below 0: PP-OCR cls's 2-class logits flipping
+sign, where 0.9997 was predicted). Such an error says that the output flipped, not how
+much the lowered tensors matter, and inflating by it (thousands) sent the rest of the
+search to allocations 2-3x larger than needed (auto@0.995: 89.5 KB, now 63.9 KB). A cliff
+that stays is met again and inflates again. Capping every cliff instead slowed PP-OCR
+rec's search (auto@0.995 1.93 MB -> 2.05 MB)."""
 _FLOATS = (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16)
 _KMEANS_MAX_BITS = 8
 _KMEANS_SAMPLE = 1 << 16
@@ -1144,6 +1152,8 @@ class _Search:
                 # bits moved the output from 0.9999 to 0.965). Blame the tensors this trial
                 # rounded coarser than the best passing one, and search again from there.
                 factor = t.err / max(scale * predicted, 1e-12)
+                if t.err > 1.0:  # the output turned away from the reference: see the constant
+                    factor = min(factor, CLIFF_FLIP_FACTOR)
                 for i, k in enumerate(t.chosen):
                     if self.options[i][k].sq_error > self.options[i][best.chosen[i]].sq_error:
                         self.sensitivity[i] *= factor

@@ -9,9 +9,12 @@ from converter.executor.runtime import Runtime
 from converter.ms.codec import dequantize, entropy_bound_bytes
 from ir import DataType, Graph, Node, Value
 from passes.quant.weight import (
+    CLIFF_FLIP_FACTOR,
     QUANT_PARAM_BYTES,
     _allocate,
     _Option,
+    _Search,
+    _Trial,
     choose_bits,
     entropy_bytes,
     find_weights,
@@ -260,6 +263,26 @@ def test_allocation_meets_the_budget_and_spends_less_when_it_grows():
     assert sizes == sorted(sizes, reverse=True) and sizes[0] > sizes[-1]
     assert _allocate(options, sens, 1e-30)[0] == [6] * 6  # unreachable: the most accurate
     assert _allocate(options, sens, 1e30)[0] == [0] * 6  # anything goes: the fewest bytes
+
+
+@pytest.mark.parametrize(("cliff_error", "capped"), [(1.9, True), (0.9, False)])
+def test_a_flipped_output_inflates_sensitivities_by_a_bounded_factor(cliff_error, capped):
+    """The cliff rule: a trial far over its prediction makes the tensors it lowered more
+    sensitive by measured / predicted error, but an output that turned away from the
+    reference (cosine < 0, error > 1) by at most CLIFF_FLIP_FACTOR."""
+    options = [[_Option(0, b, False, 10.0 * b, 4.0**-b) for b in (8, 2)] for _ in range(2)]
+    search = _Search(options, np.array([1e-3, 1e-2]), allowed=1e-3)
+    passing = _Trial([0, 0], 1e-6, 160.0, 0)  # both at 8 bits met the target
+
+    def measure(chosen):
+        assert chosen == [1, 0]  # the budget lets the less sensitive tensor go to 2 bits
+        return cliff_error, 100.0, None
+
+    search.run(measure, 1e-4, rounds=1, start=passing)
+    predicted = 1.0 - search.trials[0]["predicted"]
+    factor = min(cliff_error / predicted, CLIFF_FLIP_FACTOR) if capped else cliff_error / predicted
+    assert cliff_error / predicted > 1000  # far beyond the cap
+    assert search.sensitivity == pytest.approx([1e-3 * factor, 1e-2])
 
 
 def test_stored_bytes_predicts_the_written_tensor(tmp_path):

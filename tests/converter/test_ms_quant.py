@@ -676,18 +676,23 @@ def _skewed(rng: np.random.Generator, n: int, bits: int, symbols: int, tail: flo
     return np.clip(rng.choice(values, n, p=p), -half, half - 1).astype(code_dtype(bits))
 
 
+def _spec_varint(payload: bytes, pos: int) -> tuple[int, int]:
+    """docs/format.md's varint (unsigned LEB128) at ``pos``, by hand: value, next position."""
+    value = shift = 0
+    while True:
+        byte = payload[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
+
+
 def _spec_escaped(payload: bytes, bits: int, n: int) -> np.ndarray:
     """docs/format.md's escaped-ranks layout decoded by hand (form 0, layout byte 3)."""
     import zstandard
 
     def varint(pos):
-        value = shift = 0
-        while True:
-            byte = payload[pos]
-            value |= (byte & 0x7F) << shift
-            pos, shift = pos + 1, shift + 7
-            if byte < 0x80:
-                return value, pos
+        return _spec_varint(payload, pos)
 
     assert payload[:4] == b"LCZ1" and payload[4] == FORM_DENSE and payload[5] == 3
     lo, pos = varint(6)
@@ -739,13 +744,7 @@ def _spec_classes(payload: bytes, bits: int, n: int) -> tuple[np.ndarray, int]:
     import constriction
 
     def varint(pos):
-        value = shift = 0
-        while True:
-            byte = payload[pos]
-            value |= (byte & 0x7F) << shift
-            pos, shift = pos + 1, shift + 7
-            if byte < 0x80:
-                return value, pos
+        return _spec_varint(payload, pos)
 
     assert payload[:4] == b"LCZ1" and payload[4] == FORM_CLASSES
     packed, pos = varint(5)

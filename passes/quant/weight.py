@@ -187,9 +187,9 @@ CLIFF_FLIP_FACTOR = 8.0
 turned away from the reference (cosine below 0: PP-OCR cls's 2-class logits flipping
 sign, where 0.9997 was predicted). Such an error says that the output flipped, not how
 much the lowered tensors matter, and inflating by it (thousands) sent the rest of the
-search to allocations 2-3x larger than needed (auto@0.995: 89.5 KB, now 63.9 KB). A cliff
-that stays is met again and inflates again. Capping every cliff instead slowed PP-OCR
-rec's search (auto@0.995 1.93 MB -> 2.05 MB)."""
+search to allocations far larger than needed (auto@0.995: 5.92x, now 8.94x; see
+docs/results.md). A cliff that stays is met again and inflates again. Capping every cliff
+instead slowed PP-OCR rec's search (auto@0.995 1.93 MB -> 2.05 MB)."""
 _FLOATS = (DataType.FLOAT, DataType.FLOAT16, DataType.DOUBLE, DataType.BFLOAT16)
 _KMEANS_MAX_BITS = 8
 _KMEANS_SAMPLE = 1 << 16

@@ -635,11 +635,16 @@ def _read_table(raw: np.ndarray, pos: int, bits: int, n: int) -> tuple[_Stats, i
     return _Stats(np.zeros(0, np.int64), symbols, counts, mode), pos
 
 
-def _categorical(counts: np.ndarray):  # constriction.stream.model.Categorical
+def _categorical(counts: np.ndarray, *, normalize: bool = True):
+    """constriction's ``Categorical(perfect=False)`` of ``counts``: divided by their sum first
+    (the rANS forms), or as given (form 5: constriction normalizes them itself). The two
+    quantize to different fixed-point models, so each form keeps its own."""
     import constriction  # its submodules are attributes, not importable modules
 
-    probabilities = counts.astype(np.float64) / float(counts.sum())
-    return constriction.stream.model.Categorical(probabilities, perfect=False)
+    weights = counts.astype(np.float64)
+    return constriction.stream.model.Categorical(
+        weights / float(counts.sum()) if normalize else weights, perfect=False
+    )
 
 
 def _gap_model(n: int, others: int, gap_log: int):  # constriction.stream.model.Categorical
@@ -1113,10 +1118,10 @@ class _ClassModel:
 
     def header(self, bits: int) -> bytes:
         classes = self.weights.shape[0]
-        head = _varints(np.array([self.lo | self.span << bits | (classes - 1) << 2 * bits]))
+        head = _class_head(self.lo, self.span, classes, bits)
         if self.labels is not None:
             head += _varints(np.array([self.inner, self.labels.size]))
-            head += _label_bits(self.labels, self.weights.shape[0])
+            head += _label_bits(self.labels, classes)
         return head + _varints(self.weights.reshape(-1))
 
     def classes(self, n: int) -> np.ndarray | None:
@@ -1124,6 +1129,11 @@ class _ClassModel:
         if self.labels is None:
             return None
         return self.labels[(np.arange(n) // self.inner) % self.labels.size]
+
+
+def _class_head(lo: int, span: int, classes: int, bits: int) -> bytes:
+    """Form 5's first field: one varint of the code range and the class count."""
+    return _varints(np.array([lo | span << bits | (classes - 1) << 2 * bits]))
 
 
 def _label_width(classes: int) -> int:
@@ -1143,11 +1153,8 @@ def _class_models(codes_shape: tuple[int, ...], x: np.ndarray, lo: int, span: in
     splits into :data:`_CLASS_TRIES` classes."""
     n, k = x.size, span + 1
 
-    def packed(classes: int) -> int:
-        return len(_varints(np.array([lo | span << bits | (classes - 1) << 2 * bits])))
-
     w, cost = _coarse_weights(np.bincount(x, minlength=k))
-    yield packed(1) + cost, _ClassModel(lo, span, w[None, :])
+    yield len(_class_head(lo, span, 1, bits)) + cost, _ClassModel(lo, span, w[None, :])
     for axis, slices in enumerate(codes_shape):
         if not 2 <= slices <= min(_MAX_SLICES, n // 2):  # a slice of one code: a label each
             continue
@@ -1163,8 +1170,8 @@ def _class_models(codes_shape: tuple[int, ...], x: np.ndarray, lo: int, span: in
             if used < 2:
                 continue
             rows = [_coarse_weights(hist[labels == c].sum(axis=0)) for c in range(used)]
-            labels_bytes = -(-slices * _label_width(used) // 8)
-            total = packed(used) + fixed + labels_bytes + sum(r[1] for r in rows)
+            head = len(_class_head(lo, span, used, bits)) + fixed
+            total = head + -(-slices * _label_width(used) // 8) + sum(r[1] for r in rows)
             model = _ClassModel(lo, span, np.stack([r[0] for r in rows]), inner, labels)
             yield total, model
 
@@ -1181,7 +1188,7 @@ def _range_words(model: _ClassModel, x: np.ndarray) -> bytes | None:
     coder = constriction.stream.queue.RangeEncoder()
     for c, weights in enumerate(model.weights):
         part = x if cls is None else x[cls == c]
-        coder.encode(part.astype(np.int32), _range_model(weights))
+        coder.encode(part.astype(np.int32), _categorical(weights, normalize=False))
     full = np.asarray(coder.get_compressed(), np.uint32).astype(">u4").tobytes()
     for size in range(max(0, len(full) - 8), len(full) + 1):
         head = bytearray(full[:size])
@@ -1200,12 +1207,6 @@ def _range_words(model: _ClassModel, x: np.ndarray) -> bytes | None:
     return None  # not seen: ``full`` itself decodes
 
 
-def _range_model(weights: np.ndarray):  # constriction.stream.model.Categorical
-    import constriction
-
-    return constriction.stream.model.Categorical(weights.astype(np.float64), perfect=False)
-
-
 def _range_read(model: _ClassModel, body: np.ndarray, n: int) -> np.ndarray:
     """Positions ``x`` of form 5's range-coded ``body`` (ValueError if malformed)."""
     import constriction
@@ -1218,7 +1219,7 @@ def _range_read(model: _ClassModel, body: np.ndarray, n: int) -> np.ndarray:
         where = slice(None) if cls is None else cls == c
         count = n if cls is None else int(np.count_nonzero(where))
         try:
-            part = coder.decode(_range_model(weights), count)
+            part = coder.decode(_categorical(weights, normalize=False), count)
         except AssertionError as err:  # constriction's check of the coder's state
             raise ValueError("range-coded payload is malformed") from err
         if count and not weights[part].all():
